@@ -1,0 +1,203 @@
+"""The ``ceimap`` command line: demo, run, compare, report.
+
+Exit status: 0 success; 2 bad input or usage (the message names the file and the problem);
+1 an internal error. Progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from segment.errors import CeimapInputError
+
+DEFAULT_DEMO_OUT = "ceimap-demo"
+DEMO_MARKER = ".ceimap-demo"
+
+
+class _Progress:
+    """Prints ``[  12.3 s] message`` lines on stderr."""
+
+    def __init__(self, prefix: str = ""):
+        self.start = time.perf_counter()
+        self.prefix = prefix
+
+    def __call__(self, message: str) -> None:
+        elapsed = time.perf_counter() - self.start
+        print(f"[{elapsed:7.1f} s] {self.prefix}{message}", file=sys.stderr, flush=True)
+
+
+def repo_datasets_dir() -> Path:
+    """The ``datasets/`` folder shipped beside the packages (an editable / source install)."""
+    return Path(__file__).resolve().parents[1] / "datasets"
+
+
+def _parse_stxm(values: list[str]) -> dict[str, Path]:
+    stacks: dict[str, Path] = {}
+    for value in values:
+        edge, sep, path = value.partition("=")
+        if not sep or not edge or not path:
+            raise CeimapInputError(f"--stxm expects EDGE=PATH (e.g. Ni-L=stack.hdf5), got {value!r}")
+        if edge in stacks:
+            raise CeimapInputError(f"--stxm names the edge {edge!r} twice")
+        stacks[edge] = Path(path)
+    return stacks
+
+
+def load_lamella_from_args(args) -> "Lamella":  # noqa: F821 - imported lazily
+    """A Lamella from a manifest or from --sem/--stxm options (validated by the readers)."""
+    from segment.io import read_lamella, read_sem, read_stack
+    from segment.lamella import Lamella
+
+    if args.lamella is not None:
+        if args.sem is not None or args.stxm:
+            raise CeimapInputError("give either LAMELLA.toml or --sem/--stxm, not both")
+        lamella = read_lamella(args.lamella)
+        if args.sample:
+            lamella = Lamella(**{**lamella.__dict__, "sample": args.sample})
+        return lamella
+    if args.sem is None or not args.stxm:
+        raise CeimapInputError("give LAMELLA.toml, or --sem SEM and at least one --stxm EDGE=PATH")
+    sem = read_sem(args.sem, pixel_size_nm=args.sem_pixel_nm)
+    stacks = {edge: read_stack(path, edge=edge) for edge, path in _parse_stxm(args.stxm).items()}
+    inputs = [Path(args.sem)]
+    for stack in stacks.values():
+        inputs.extend(Path(p) for p in stack.metadata.get("files", [stack.source]))
+    name = Path(args.sem).stem
+    return Lamella(name=name, sample=args.sample or name, sem=sem, stacks=stacks, input_paths=inputs)
+
+
+def _require_ni(lamella) -> None:
+    if "Ni-L" not in lamella.stacks:
+        where = lamella.manifest_path or "the command line"
+        raise CeimapInputError(
+            f"a Ni-L stack is required (found edges: {', '.join(lamella.stacks) or 'none'})", path=where
+        )
+
+
+def cmd_run(args) -> int:
+    from .run import run_lamella
+
+    if args.model is not None:
+        raise CeimapInputError(
+            "--model: trained pixel classifiers are not supported by this version of ceimap yet; "
+            "run without --model for the unsupervised class map", path=args.model)
+    progress = _Progress()
+    lamella = load_lamella_from_args(args)
+    _require_ni(lamella)
+    report = run_lamella(lamella, args.out, overwrite=args.overwrite, progress=progress)
+    print(report)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import write_report
+
+    out = Path(args.out)
+    if not (out / "summary.json").is_file():
+        raise CeimapInputError("not a ceimap results folder (no summary.json)", path=out)
+    print(write_report(out))
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from .compare import write_compare
+
+    for run in args.runs:
+        if not (Path(run) / "summary.json").is_file():
+            raise CeimapInputError("not a ceimap results folder (no summary.json)", path=run)
+    print(write_compare([Path(r) for r in args.runs], Path(args.out)))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from segment.io import read_lamella
+
+    from .compare import write_compare
+    from .outputs import AtomicFolder
+    from .run import run_lamella
+
+    datasets = Path(args.datasets) if args.datasets else repo_datasets_dir()
+    manifests = sorted(datasets.glob("*/lamella.toml"))
+    if not manifests:
+        raise CeimapInputError("no example lamellae (*/lamella.toml) found; pass --datasets DIR", path=datasets)
+    out = Path(args.out).resolve()
+    if out.exists() and any(out.iterdir()) and not (out / DEMO_MARKER).exists() and not args.overwrite:
+        raise CeimapInputError("the folder exists, is not empty and is not a ceimap demo folder; "
+                               "choose another --out or pass --overwrite", path=out)
+    progress = _Progress()
+    with AtomicFolder(out) as tmp:
+        (tmp / DEMO_MARKER).write_text("written by `ceimap demo`; the demo replaces this folder\n")
+        runs = []
+        for manifest in manifests:
+            lamella = read_lamella(manifest)
+            _require_ni(lamella)
+            progress.prefix = f"{lamella.name}: "
+            run_lamella(lamella, tmp / lamella.name, progress=progress)
+            runs.append(tmp / lamella.name)
+        progress.prefix = ""
+        progress("comparing samples")
+        write_compare(runs, tmp / "compare")
+    report = out / "compare" / "report.html"
+    print(f"Reports: {', '.join(str(out / r.name / 'report.html') for r in runs)}", file=sys.stderr)
+    print(report)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ceimap",
+        description="Correlated SEM + STXM chemical maps and statistics of battery cathode lamellae.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="run the whole pipeline on the example lamellae and compare them")
+    demo.add_argument("--out", default=DEFAULT_DEMO_OUT, help=f"results folder (default ./{DEFAULT_DEMO_OUT})")
+    demo.add_argument("--datasets", default=None, help="folder of example lamellae (default: the shipped datasets/)")
+    demo.add_argument("--overwrite", action="store_true", help="replace a non-demo --out folder")
+    demo.set_defaults(func=cmd_demo)
+
+    run = sub.add_parser("run", help="one lamella, raw files to results")
+    run.add_argument("lamella", nargs="?", type=Path, default=None, help="LAMELLA.toml manifest")
+    run.add_argument("--sem", type=Path, help="SEM TIFF")
+    run.add_argument("--sem-pixel-nm", type=float, default=None, help="SEM pixel size in nm (overrides the file)")
+    run.add_argument("--stxm", action="append", default=[], metavar="EDGE=PATH", help="an STXM stack, e.g. Ni-L=ni.hdf5")
+    run.add_argument("--model", type=Path, default=None, help="trained pixel classifier")
+    run.add_argument("--sample", default=None, help="sample name (overrides the manifest)")
+    run.add_argument("--overwrite", action="store_true", help="replace the contents of a non-empty OUT")
+    run.add_argument("--out", required=True, type=Path, help="results folder")
+    run.set_defaults(func=cmd_run)
+
+    compare = sub.add_parser("compare", help="statistics between samples")
+    compare.add_argument("runs", nargs="+", help="results folders of `ceimap run`")
+    compare.add_argument("--out", required=True, help="folder for compare.json and report.html")
+    compare.set_defaults(func=cmd_compare)
+
+    report = sub.add_parser("report", help="re-render OUT/report.html from saved results")
+    report.add_argument("out", help="results folder of `ceimap run`")
+    report.set_defaults(func=cmd_report)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except CeimapInputError as error:
+        print(f"ceimap: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ceimap: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    except Exception:  # an internal error: say so, show where
+        traceback.print_exc()
+        print("ceimap: internal error (the traceback above); please report it", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

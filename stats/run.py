@@ -1,0 +1,146 @@
+"""One lamella from raw files to the results folder: segment stages, statistics, files, report.
+
+``run_lamella`` is what ``ceimap run`` (and the demo) call; it holds no science of its own: it calls
+:func:`segment.pipeline.process_lamella`, :func:`stats.analysis.analyse_maps` and writes what they
+return, in the formats of CONTRACT.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from segment import CLASS_CODES
+from segment.lamella import Lamella
+from segment.pipeline import NI_EDGE, S_EDGE, PipelineResult, process_lamella
+from segment.register import labels_to_stxm, warp_to_sem
+from segment.spectra import mean_spectra_by_label
+
+from .analysis import Analysis, analyse_maps
+from .outputs import (AtomicFolder, check_output_folder, provenance, write_csv, write_json,
+                      write_tiff)
+from .report import write_report
+
+CLASS_NAMES = {code: name for name, code in CLASS_CODES.items()}
+
+
+def analyse_result(result: PipelineResult) -> Analysis:
+    """Statistics of one pipeline result (native STXM pixels of the Ni-L stack)."""
+    ni = result.od_stacks[NI_EDGE]
+    s_od = result.od_stacks.get(S_EDGE)
+    return analyse_maps(
+        result.classes,
+        result.particles,
+        result.lamella.sem.pixel_size_nm,
+        result.egt2g.ratio,
+        result.egt2g.sigma,
+        result.egt2g.valid,
+        result.registrations[NI_EDGE].matrix,
+        ni.pixel_size_nm,
+        s_edge=result.s_edge,
+        s_od=s_od,
+        s_matrix=None if s_od is None else result.registrations[S_EDGE].matrix,
+        s_pixel_nm=None if s_od is None else s_od.pixel_size_nm,
+    )
+
+
+def class_spectra_table(result: PipelineResult) -> pd.DataFrame:
+    """Mean OD spectrum of each class on each edge's native grid (long table for ``class_spectra.csv``)."""
+    rows = []
+    for edge, od in result.od_stacks.items():
+        labels = labels_to_stxm(result.classes, result.registrations[edge].matrix, od.shape_yx)
+        for label, (mean, sd, n) in sorted(mean_spectra_by_label(od, labels).items()):
+            if label == 0:
+                continue
+            for energy, m, s in zip(od.energies_ev, mean, sd):
+                rows.append({"edge": edge, "class_name": CLASS_NAMES[int(label)], "energy_ev": energy,
+                             "od_mean": m, "od_sd": s, "n_pixels": int(n)})
+    return pd.DataFrame(rows, columns=["edge", "class_name", "energy_ev", "od_mean", "od_sd", "n_pixels"])
+
+
+def registration_record(result: PipelineResult) -> dict:
+    """``registration.json``: per edge the matrix, quality figure and drift shifts found."""
+    record = {}
+    for edge, registration in result.registrations.items():
+        od = result.od_stacks[edge]
+        record[edge] = {
+            "matrix": np.asarray(registration.matrix).tolist(),
+            "quality": registration.quality,
+            "method": registration.method,
+            "metrics": registration.metrics,
+            "stxm_pixel_nm": od.pixel_size_nm,
+            "stxm_shape_yx": list(od.shape_yx),
+            "energies_ev": od.energies_ev.tolist(),
+            "drift_shifts_px": result.drift_px[edge].tolist(),
+            "drift_convention": "(dy, dx) displacement of the sample image in each frame, STXM pixels",
+            "od": result.od_reports[edge],
+        }
+    return record
+
+
+def egt2g_on_sem(result: PipelineResult) -> np.ndarray:
+    """The e_g/t_2g ratio resampled to the SEM grid, NaN where there is no (measurable) Ni."""
+    ratio = np.where(result.egt2g.valid, result.egt2g.ratio, np.nan)
+    return warp_to_sem(ratio, result.registrations[NI_EDGE].matrix, result.classes.shape,
+                       order=0, cval=np.nan).astype(np.float32)
+
+
+def write_results(out: Path, result: PipelineResult, analysis: Analysis, prov: dict) -> None:
+    """Write every output file of CONTRACT.md (and the report's extras) into the folder ``out``."""
+    lamella = result.lamella
+    write_tiff(out / "classes.tif", result.classes.astype(np.uint8))
+    write_tiff(out / "particles.tif", result.particles.astype(np.uint32))
+    write_tiff(out / "egt2g.tif", egt2g_on_sem(result))
+    write_tiff(out / "sem.tif", lamella.sem.image.astype(np.float32))
+    write_json(out / "registration.json", registration_record(result))
+    write_csv(out / "particles.csv", analysis.particles)
+    write_csv(out / "thickness.csv", analysis.thickness)
+    write_csv(out / "pixels.csv", analysis.pixels)
+    write_csv(out / "class_spectra.csv", class_spectra_table(result))
+    if "s_edge" in analysis.summary and analysis.summary["s_edge"] is not None:
+        write_json(out / "s_edge.json", analysis.summary["s_edge"])
+    summary = {"name": lamella.name, "sample": lamella.sample, **analysis.summary, "provenance": prov}
+    write_json(out / "summary.json", summary)
+    write_report(out)
+
+
+def run_lamella(
+    lamella: Lamella,
+    out: str | Path,
+    *,
+    overwrite: bool = False,
+    progress: Callable[[str], None] = lambda message: None,
+) -> Path:
+    """Process one lamella and write its results folder atomically.
+
+    Parameters
+    ----------
+    lamella : Lamella
+        Inputs (a Ni-L stack is required).
+    out : path
+        Results folder; must be empty or absent unless ``overwrite``; never an input folder.
+    overwrite : bool
+        Replace the contents of a non-empty ``out``.
+    progress : callable
+        Receives progress messages.
+
+    Returns
+    -------
+    Path
+        The ``report.html`` written.
+    """
+    out = Path(out)
+    check_output_folder(out, lamella.input_paths, overwrite=overwrite)
+    result = process_lamella(lamella, progress=progress)
+    progress("statistics on native STXM pixels")
+    analysis = analyse_result(result)
+    parameters = {"segmentation": result.details.get("segmentation", {}),
+                  "od": result.od_reports}
+    prov = provenance(lamella.input_paths, parameters)
+    progress(f"writing results to {out}")
+    with AtomicFolder(out) as tmp:
+        write_results(tmp, result, analysis, prov)
+    return out / "report.html"
