@@ -65,7 +65,8 @@ def load_lamella_from_args(args) -> "Lamella":  # noqa: F821 - imported lazily
     stacks = {edge: read_stack(path, edge=edge) for edge, path in _parse_stxm(args.stxm).items()}
     inputs = [Path(args.sem)]
     for stack in stacks.values():
-        inputs.extend(Path(p) for p in stack.metadata.get("files", [stack.source]))
+        inputs.append(Path(stack.source))
+        inputs.extend(Path(p) for p in stack.metadata.get("companions", []))
     name = Path(args.sem).stem
     return Lamella(name=name, sample=args.sample or name, sem=sem, stacks=stacks, input_paths=inputs)
 

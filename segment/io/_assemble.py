@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..edges import edge_from_energies
+from ..edges import EDGES, edge_from_energies
 from ..errors import CeimapInputError
 from ..stack import Stack
 
@@ -27,6 +27,7 @@ _LENGTH_TO_NM = {
     "m": 1e9, "meter": 1e9, "metre": 1e9,
     "a": 0.1, "å": 0.1, "angstrom": 0.1, "ångström": 0.1,
     "pm": 1e-3,
+    "inch": 2.54e7, "in": 2.54e7,
 }
 
 
@@ -49,15 +50,12 @@ def length_unit_to_nm(unit, default: float | None = None) -> float | None:
 
 
 def axis_step_nm(coords, to_nm: float) -> float | None:
-    """Pixel step (nm, positive) of a 1-D axis of stage coordinates, or None with fewer than 2 points."""
+    """Mean pixel step (nm, positive) of a 1-D axis of stage coordinates, or None with fewer than 2 points."""
     c = np.asarray(coords, dtype=float).ravel()
     if c.size < 2:
         return None
-    steps = np.diff(c)
-    steps = steps[np.isfinite(steps)]
-    if steps.size == 0:
-        return None
-    return float(abs(np.median(steps)) * to_nm)
+    # The mean step over the whole span: robust to positions rounded in the file (0.0271, 0.0272, …).
+    return float(abs(c[-1] - c[0]) / (c.size - 1) * to_nm)
 
 
 def guess_kind(data: np.ndarray) -> str:
@@ -264,10 +262,15 @@ def assemble_stack(
         raise CeimapInputError(
             f"energy {energies[dup[0]]:g} eV appears more than once; energies must be distinct", path=path)
 
+    guessed = edge_from_energies(energies)
     if edge is None:
-        edge = edge_from_energies(energies)
+        edge = guessed
         metadata.setdefault("edge_source", "energies" if edge is not None else "unknown")
     else:
+        if edge in EDGES and guessed is not None and guessed != edge and n_e > 1:
+            raise CeimapInputError(
+                f"given as the {edge} edge, but its energies ({energies[0]:g}–{energies[-1]:g} eV) span the "
+                f"{guessed} edge (files swapped?)", path=path)
         metadata.setdefault("edge_source", "given")
 
     return Stack(
