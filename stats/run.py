@@ -61,6 +61,19 @@ def class_spectra_table(result: PipelineResult) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["edge", "class_name", "energy_ev", "od_mean", "od_sd", "n_pixels"])
 
 
+def compact_record(record: dict, max_items: int = 64) -> dict:
+    """A report dict without its per-pixel arrays (masks and maps stay out of the JSON files)."""
+    compact = {}
+    for key, value in record.items():
+        if isinstance(value, dict):
+            compact[key] = compact_record(value, max_items)
+        elif isinstance(value, np.ndarray) and value.size > max_items:
+            continue
+        else:
+            compact[key] = value
+    return compact
+
+
 def registration_record(result: PipelineResult) -> dict:
     """``registration.json``: per edge the matrix, quality figure and drift shifts found."""
     record = {}
@@ -76,7 +89,7 @@ def registration_record(result: PipelineResult) -> dict:
             "energies_ev": od.energies_ev.tolist(),
             "drift_shifts_px": result.drift_px[edge].tolist(),
             "drift_convention": "(dy, dx) displacement of the sample image in each frame, STXM pixels",
-            "od": result.od_reports[edge],
+            "od": compact_record(result.od_reports[edge]),
         }
     return record
 
@@ -137,8 +150,8 @@ def run_lamella(
     result = process_lamella(lamella, progress=progress)
     progress("statistics on native STXM pixels")
     analysis = analyse_result(result)
-    parameters = {"segmentation": result.details.get("segmentation", {}),
-                  "od": result.od_reports}
+    parameters = {"segmentation": compact_record(result.details.get("segmentation", {})),
+                  "od": {edge: compact_record(report) for edge, report in result.od_reports.items()}}
     prov = provenance(lamella.input_paths, parameters)
     progress(f"writing results to {out}")
     with AtomicFolder(out) as tmp:
