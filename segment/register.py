@@ -30,9 +30,9 @@ class Registration:
     matrix : ndarray, shape (3, 3)
         Maps a moving pixel ``(x, y, 1)`` (STXM) to a fixed pixel ``(x, y, 1)`` (SEM). Last row ``(0, 0, 1)``.
     quality : float
-        A figure of merit of the alignment in [−1, 1]: the correlation of the fixed image with the moving
-        image warped onto it, after a monotone rank transform on both (so contrast inversion or nonlinear
-        contrast between modalities does not lower it). NaN when unknown (e.g. landmarks).
+        A figure of merit in [0, 1]: the symmetric uncertainty ``2·MI / (H_fixed + H_moving)`` of the fixed
+        image and the moving image warped onto it (0: unrelated, 1: one determines the other; any monotone
+        or non-monotone contrast relation between modalities counts). NaN when unknown (e.g. landmarks).
     method : str
         How it was found (``"sitk-mattes-mi-similarity"``, ``"landmarks-affine"``, ``"identity"`` …).
     metrics : dict
@@ -320,3 +320,326 @@ def labels_to_stxm(labels_sem: np.ndarray, matrix: np.ndarray, stxm_shape,
     out = np.empty(npix, dtype=labels_sem.dtype)
     out[pix[best]] = uniq[lab[best]]
     return out.reshape(tuple(int(v) for v in stxm_shape))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# automatic registration
+# ----------------------------------------------------------------------------------------------------------
+
+def contrast_image(od_stack, method: str = "mean") -> np.ndarray:
+    """One image of an OD stack to register with.
+
+    Parameters
+    ----------
+    od_stack : Stack
+        Aligned OD stack.
+    method : {"mean", "pca"}
+        ``"mean"``: mean OD over energies — total absorption, the most robust image (highest
+        signal-to-noise, no sign ambiguity; at the Ni and S edges it separates NMC, electrolyte and voids).
+        ``"pca"``: the first component of a non-centred PCA of the frames (the dominant absorption pattern,
+        a noise-weighted mean), sign chosen to correlate positively with the mean OD.
+
+    Returns
+    -------
+    ndarray (ny, nx), float64
+        NaN-free (non-finite pixels replaced by the median); outside ``metadata["valid_region"]`` the
+        values are those of the nearest valid pixel.
+    """
+    data = np.asarray(od_stack.data, float)
+    mean = np.nanmean(np.where(np.isfinite(data), data, np.nan), axis=0)
+    if method == "mean":
+        img = mean
+    elif method == "pca":
+        x = np.where(np.isfinite(data), data, 0.0).reshape(data.shape[0], -1)
+        u, s, vt = np.linalg.svd(x, full_matrices=False)
+        img = vt[0].reshape(mean.shape) * s[0]
+        if np.corrcoef(img.ravel(), np.nan_to_num(mean).ravel())[0, 1] < 0:
+            img = -img
+    else:
+        raise ValueError(f"unknown contrast method {method!r}")
+    img = np.where(np.isfinite(img), img, np.nanmedian(img))
+    valid = od_stack.metadata.get("valid_region") if isinstance(od_stack.metadata, dict) else None
+    if valid is not None and np.any(valid) and not np.all(valid):
+        idx = ndimage.distance_transform_edt(~np.asarray(valid, bool), return_distances=False,
+                                             return_indices=True)
+        img = img[tuple(idx)]
+    return img
+
+
+def _normalised_mi(a: np.ndarray, b: np.ndarray, bins: int = 32) -> tuple[float, float]:
+    """(symmetric uncertainty 2·MI/(H_a + H_b) in [0, 1], Studholme NMI (H_a + H_b)/H_ab in [1, 2])."""
+    ok = np.isfinite(a) & np.isfinite(b)
+    if ok.sum() < 16:
+        return float("nan"), float("nan")
+    h, _, _ = np.histogram2d(a[ok], b[ok], bins=bins)
+    p = h / h.sum()
+    pa, pb = p.sum(1), p.sum(0)
+
+    def ent(q):
+        q = q[q > 0]
+        return float(-(q * np.log(q)).sum())
+
+    ha, hb, hab = ent(pa), ent(pb), ent(p.ravel())
+    mi = ha + hb - hab
+    return (2 * mi / (ha + hb) if ha + hb > 0 else float("nan")), ((ha + hb) / hab if hab > 0 else float("nan"))
+
+
+def _to_sitk(image: np.ndarray, spacing: float):
+    import SimpleITK as sitk
+
+    img = sitk.GetImageFromArray(np.ascontiguousarray(image, dtype=np.float32))
+    img.SetSpacing((float(spacing), float(spacing)))
+    img.SetOrigin((0.0, 0.0))
+    return img
+
+
+def _itk_to_matrix(tx, moving_px: float, fixed_px: float) -> np.ndarray:
+    """Our moving-pixel → fixed-pixel matrix from an ITK transform (fixed nm → moving nm)."""
+    a = np.array(tx.GetMatrix(), float).reshape(2, 2)
+    c = np.array(tx.GetCenter(), float)
+    t = np.array(tx.GetTranslation(), float)
+    fwd = np.eye(3)
+    fwd[:2, :2] = a
+    fwd[:2, 2] = t + c - a @ c                     # p_moving = a p_fixed + (t + c − a c)
+    inv = np.linalg.inv(fwd)                       # moving nm → fixed nm
+    s_m = np.diag([moving_px, moving_px, 1.0])
+    s_f_inv = np.diag([1.0 / fixed_px, 1.0 / fixed_px, 1.0])
+    return s_f_inv @ inv @ s_m
+
+
+def _matrix_to_itk(matrix: np.ndarray, moving_px: float, fixed_px: float, kind: str, center_nm):
+    """ITK transform (fixed nm → moving nm) from our moving-pixel → fixed-pixel matrix."""
+    import SimpleITK as sitk
+
+    fwd_px = np.linalg.inv(np.asarray(matrix, float))       # fixed px → moving px
+    fwd = np.diag([moving_px, moving_px, 1.0]) @ fwd_px @ np.diag([1 / fixed_px, 1 / fixed_px, 1.0])
+    a, b = fwd[:2, :2], fwd[:2, 2]
+    c = np.asarray(center_nm, float)
+    t = b - c + a @ c
+    if kind == "affine":
+        tx = sitk.AffineTransform(2)
+        tx.SetCenter(tuple(c))
+        tx.SetMatrix(tuple(a.ravel()))
+        tx.SetTranslation(tuple(t))
+        return tx
+    scale = float(np.sqrt(abs(np.linalg.det(a))))
+    angle = float(np.arctan2(a[1, 0] - a[0, 1], a[0, 0] + a[1, 1]))
+    tx = sitk.Similarity2DTransform()
+    tx.SetCenter(tuple(c))
+    tx.SetScale(scale)
+    tx.SetAngle(angle)
+    tx.SetTranslation(tuple(t))
+    return tx
+
+
+def _prepare_fixed(sem_image: np.ndarray, sem_pixel_nm: float, target_nm: float):
+    """SEM smoothed to the target resolution and resampled to a grid of pixel ``target_nm``."""
+    img = np.asarray(sem_image, float)
+    img = np.where(np.isfinite(img), img, np.nanmedian(img))
+    factor = target_nm / sem_pixel_nm
+    if factor <= 1.0:
+        return img, sem_pixel_nm
+    # anti-alias: Gaussian of σ ≈ 0.5 × the new pixel (in old pixels), then block-free linear resampling
+    sm = ndimage.gaussian_filter(img, 0.5 * factor)
+    ny, nx = img.shape
+    ny2, nx2 = int(np.floor((ny - 1) / factor)) + 1, int(np.floor((nx - 1) / factor)) + 1
+    yy, xx = np.mgrid[0:ny2, 0:nx2].astype(float) * factor
+    out = ndimage.map_coordinates(sm, [yy, xx], order=1, mode="nearest")
+    return out, sem_pixel_nm * factor
+
+
+def _gradient_magnitude(image: np.ndarray, sigma: float) -> np.ndarray:
+    gy = ndimage.gaussian_filter(image, sigma, order=(1, 0))
+    gx = ndimage.gaussian_filter(image, sigma, order=(0, 1))
+    return np.hypot(gy, gx)
+
+
+def _template_start(stxm: np.ndarray, scale: float, rotation_deg: float, fixed_np: np.ndarray,
+                    sigma_fixed: float) -> tuple[np.ndarray, float]:
+    """Translation search: normalised cross-correlation of gradient-magnitude images.
+
+    The STXM image is rotated and scaled onto the working grid; the peak of its normalised
+    cross-correlation with the SEM working image (edges of both modalities coincide even when their
+    contrasts differ) gives the translation. Returns (STXM px → working px matrix, peak NCC).
+    """
+    from skimage.feature import match_template
+
+    ny, nx = stxm.shape
+    m = similarity_matrix(scale, rotation_deg, (0.0, 0.0))
+    corners = transform_points(m, np.array([[-0.5, -0.5], [nx - 0.5, -0.5], [-0.5, ny - 0.5],
+                                            [nx - 0.5, ny - 0.5]]))
+    lo = np.floor(corners.min(0))
+    m[:2, 2] -= lo
+    size = np.ceil(corners.max(0) - lo).astype(int) + 1
+    canvas = warp_to_sem(stxm, m, (size[1], size[0]), order=1)
+    inside = np.isfinite(canvas)
+    canvas = np.where(inside, canvas, np.nanmean(canvas))
+    gm_m = _gradient_magnitude(canvas, sigma_fixed) * ndimage.binary_erosion(inside, iterations=2)
+    gm_f = _gradient_magnitude(fixed_np, sigma_fixed)
+    pad_y = max(0, gm_m.shape[0] - gm_f.shape[0] + 2)
+    pad_x = max(0, gm_m.shape[1] - gm_f.shape[1] + 2)
+    gm_f = np.pad(gm_f, ((pad_y, pad_y), (pad_x, pad_x)), mode="constant", constant_values=gm_f.mean())
+    ncc = match_template(gm_f, gm_m, pad_input=True)
+    iy, ix = np.unravel_index(np.argmax(ncc), ncc.shape)
+    # pad_input: ncc[iy, ix] is the match with the template centre at (iy, ix)
+    cy, cx = (gm_m.shape[0] - 1) / 2.0, (gm_m.shape[1] - 1) / 2.0
+    if gm_m.shape[0] % 2 == 0:
+        cy += 0.5
+    if gm_m.shape[1] % 2 == 0:
+        cx += 0.5
+    m[:2, 2] += np.array([ix - pad_x - cx, iy - pad_y - cy])
+    return m, float(ncc[iy, ix])
+
+
+def register_stxm_to_sem(stxm_image: np.ndarray, stxm_pixel_nm: float, sem_image: np.ndarray,
+                         sem_pixel_nm: float, initial: np.ndarray | None = None, transform: str = "similarity",
+                         *, rotations_deg=(0.0, -4.0, 4.0, -8.0, 8.0), working_pixel_nm: float | None = None,
+                         n_bins: int = 32, seed: int = 0) -> Registration:
+    """Automatic multimodal registration of an STXM image onto the SEM image.
+
+    Method: SimpleITK, Mattes mutual information (so any monotone or non-monotone relation of the two
+    contrasts is fine), regular-step gradient descent with physical-shift parameter scales, three
+    resolution levels (shrink 4, 2, 1 with smoothing). Both images live in nm (spacing = pixel size), so the
+    pixel-size ratio is built in. The SEM is first smoothed and resampled to a working pixel of half the
+    STXM pixel (the STXM cannot resolve more, and MI is better conditioned on comparable resolutions).
+    Starts (unless ``initial`` is given): the image centres aligned, and for each of ``rotations_deg`` a
+    translation search by normalised cross-correlation of gradient-magnitude images (edges coincide in
+    both modalities whatever their contrast); the three best of these and the centred start are refined
+    by MI and the lowest final metric wins. With ``transform == "affine"`` the winner is refined once more
+    with an affine transform.
+
+    Parameters
+    ----------
+    stxm_image : ndarray (ny, nx)
+        e.g. :func:`contrast_image` of the aligned OD stack.
+    stxm_pixel_nm, sem_pixel_nm : float
+        Pixel sizes.
+    sem_image : ndarray
+        SEM grey values.
+    initial : ndarray (3, 3), optional
+        Starting STXM px → SEM px matrix (e.g. from landmarks or a previous lamella).
+    transform : {"similarity", "affine"}
+    rotations_deg : sequence of float
+        Start rotations tried (ignored when ``initial`` is given: then only the initial).
+    working_pixel_nm : float, optional
+        Pixel of the SEM working grid; default ``stxm_pixel_nm / 2`` (never finer than the SEM pixel).
+    n_bins : int
+        Histogram bins of the Mattes metric.
+    seed : int
+        Seed of the metric's random sampling.
+
+    Returns
+    -------
+    Registration
+        ``quality``: symmetric uncertainty ``2·MI/(H_SEM + H_STXM)`` in [0, 1] of the SEM working image
+        and the STXM image warped onto it (0: unrelated, 1: one determines the other);
+        ``metrics``: final Mattes value, NMI, scale, rotation_deg, translation, start, per-start values.
+    """
+    import SimpleITK as sitk
+
+    if transform not in ("similarity", "affine"):
+        raise ValueError(f"unknown transform {transform!r} (use 'similarity' or 'affine')")
+    stxm = np.asarray(stxm_image, float)
+    stxm = np.where(np.isfinite(stxm), stxm, np.nanmedian(stxm))
+    work_nm = max(float(sem_pixel_nm), float(working_pixel_nm or stxm_pixel_nm / 2.0))
+    fixed_np, fixed_px = _prepare_fixed(sem_image, sem_pixel_nm, work_nm)
+    fixed = _to_sitk(fixed_np, fixed_px)
+    moving = _to_sitk(stxm, stxm_pixel_nm)
+    f_center = np.array([(fixed_np.shape[1] - 1) * fixed_px / 2, (fixed_np.shape[0] - 1) * fixed_px / 2])
+    m_center = np.array([(stxm.shape[1] - 1) * stxm_pixel_nm / 2, (stxm.shape[0] - 1) * stxm_pixel_nm / 2])
+
+    # matrix in working-fixed pixels ↔ SEM pixels
+    w2s = np.diag([fixed_px / sem_pixel_nm, fixed_px / sem_pixel_nm, 1.0])
+
+    starts = []
+    if initial is not None:
+        starts.append(("initial", np.linalg.inv(w2s) @ np.asarray(initial, float)))
+    else:
+        # (a) image centres aligned, (b) a translation search per start rotation; the three best
+        # translation-search candidates and the centred start are refined by MI
+        fwd = np.eye(3)
+        fwd[:2, 2] = m_center - f_center
+        starts.append(("centre", np.diag([1 / fixed_px, 1 / fixed_px, 1]) @ np.linalg.inv(fwd) @ np.diag(
+            [stxm_pixel_nm, stxm_pixel_nm, 1])))
+        cands = []
+        sigma_f = max(1.0, 0.5 * stxm_pixel_nm / fixed_px)
+        for rot in rotations_deg:
+            m, peak = _template_start(stxm, stxm_pixel_nm / fixed_px, rot, fixed_np, sigma_f)
+            cands.append((peak, rot, m))
+        cands.sort(key=lambda c: -c[0])
+        for peak, rot, m in cands[:3]:
+            starts.append((f"translation search, rotation {rot:+.0f} deg (NCC {peak:.2f})", m))
+
+    def run(kind, m_start):
+        tx0 = _matrix_to_itk(m_start, stxm_pixel_nm, fixed_px, kind, f_center)
+        reg = sitk.ImageRegistrationMethod()
+        reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=n_bins)
+        reg.SetMetricSamplingStrategy(reg.REGULAR)
+        reg.SetMetricSamplingPercentage(0.5, seed)
+        reg.SetInterpolator(sitk.sitkLinear)
+        reg.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0 * stxm_pixel_nm, minStep=1e-3,
+                                                     numberOfIterations=300, relaxationFactor=0.6,
+                                                     gradientMagnitudeTolerance=1e-8)
+        reg.SetOptimizerScalesFromPhysicalShift()
+        reg.SetShrinkFactorsPerLevel([4, 2, 1])
+        reg.SetSmoothingSigmasPerLevel([2, 1, 0])
+        reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOff()
+        reg.SetInitialTransform(tx0, inPlace=False)
+        out = reg.Execute(fixed, moving)
+        final = out.GetNthTransform(0) if hasattr(out, "GetNthTransform") else out
+        try:
+            final = final.Downcast()
+        except AttributeError:
+            pass
+        return final, float(reg.GetMetricValue()), int(reg.GetOptimizerIteration())
+
+    per_start = []
+    best = None
+    for name, m0 in starts:
+        try:
+            tx, value, iters = run("similarity", m0)
+        except RuntimeError as exc:                 # e.g. too few samples in the overlap
+            per_start.append({"start": name, "error": str(exc).splitlines()[-1][:200]})
+            continue
+        per_start.append({"start": name, "metric": value, "iterations": iters})
+        if best is None or value < best[1]:
+            best = (tx, value, name)
+    if best is None:
+        raise RuntimeError("registration failed from every start: " + "; ".join(
+            s.get("error", "") for s in per_start))
+    tx, value, start_name = best
+    m_work = _itk_to_matrix(tx, stxm_pixel_nm, fixed_px)
+    method = "sitk-mattes-mi-similarity"
+    if transform == "affine":
+        try:
+            tx_a, value_a, _ = run("affine", m_work)
+            m_work = _itk_to_matrix(tx_a, stxm_pixel_nm, fixed_px)
+            value = value_a
+            method = "sitk-mattes-mi-affine"
+        except RuntimeError as exc:
+            per_start.append({"start": "affine refinement", "error": str(exc).splitlines()[-1][:200]})
+    matrix = w2s @ m_work
+    warped = warp_to_sem(stxm, m_work, fixed_np.shape, order=1)
+    su, nmi = _normalised_mi(fixed_np, warped, n_bins)
+    a = matrix[:2, :2]
+    metrics = {
+        "mattes_mi": value, "nmi": nmi, "symmetric_uncertainty": su, "start": start_name,
+        "starts": per_start, "scale_sem_px_per_stxm_px": pixel_scale(matrix),
+        "rotation_deg": float(np.degrees(np.arctan2(a[1, 0] - a[0, 1], a[0, 0] + a[1, 1]))),
+        "translation_sem_px": matrix[:2, 2].tolist(), "working_pixel_nm": fixed_px,
+        "overlap_fraction": float(np.isfinite(warped).mean()),
+    }
+    return Registration(matrix=matrix, quality=float(su), method=method, metrics=metrics)
+
+
+def register_stacks(moving_stack_image: np.ndarray, moving_pixel_nm: float, fixed_stack_image: np.ndarray,
+                    fixed_pixel_nm: float, initial: np.ndarray | None = None,
+                    transform: str = "similarity", **kwargs) -> Registration:
+    """Register one STXM image onto another (e.g. the S-L stack's contrast image onto the Ni-L one).
+
+    Same method as :func:`register_stxm_to_sem`, with the fixed image at its own resolution (no
+    downsampling: both are STXM images). The matrix maps moving pixel ``(x, y, 1)`` → fixed pixel.
+    """
+    kwargs.setdefault("working_pixel_nm", fixed_pixel_nm)
+    return register_stxm_to_sem(moving_stack_image, moving_pixel_nm, fixed_stack_image, fixed_pixel_nm,
+                                initial=initial, transform=transform, **kwargs)
