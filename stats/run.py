@@ -44,6 +44,7 @@ def analyse_result(result: PipelineResult) -> Analysis:
         s_od=s_od,
         s_matrix=None if s_od is None else result.registrations[S_EDGE].matrix,
         s_pixel_nm=None if s_od is None else s_od.pixel_size_nm,
+        probabilities=result.probabilities,
     )
 
 

@@ -1,0 +1,298 @@
+"""From maps to numbers: one call that turns a lamella's class map, particles and e_g/t_2g map into statistics.
+
+:func:`analyse_maps` joins the stats modules in data-flow order:
+
+1. class fractions on the SEM grid;
+2. regions of every native Ni-L STXM pixel (:mod:`stats.regions`) and the native pixel table; contacts
+   (electrolyte side or void) are judged at the probe's scale (:func:`stats.regions.contact_classes`) for
+   the regions, the perimeter contact ratios and the thickness;
+3. per-particle table (:mod:`stats.tables`);
+4. interphase thickness on the SEM-grid class map (:mod:`stats.thickness`), with the resolution limit;
+5. tests with the particle as the unit (:mod:`stats.inference`), the bimodality of per-particle bulk means
+   (:mod:`stats.distributions`), correlations;
+6. the S L-edge position of bulk electrolyte and interphase from region-summed spectra, when an S-L stack is
+   given.
+
+The summary holds every CONTRACT ``summary.json`` key except provenance, JSON-ready (plain numbers, ``None``
+for undefined values).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+
+from .distributions import bimodality
+from .inference import (correlations, edge_shift, naive_pixel_test, pixel_mixed_model,
+                        surface_electrolyte_vs_void)
+from .regions import RegionMaps, contact_classes, default_distances, pixel_table, stxm_regions
+from .tables import particle_table
+from .thickness import interphase_thickness, summarise_thickness, thickness_area_check
+
+CLASS_FRACTION_KEYS = {"nmc": 1, "interphase": 2, "electrolyte": 3, "void": 4}
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """The statistics of one lamella.
+
+    Attributes
+    ----------
+    summary : dict
+        CONTRACT ``summary.json`` keys (without provenance), JSON-serialisable.
+    particles : pandas.DataFrame
+        Per-particle table (CONTRACT ``particles.csv`` columns first).
+    thickness : pandas.DataFrame
+        Thickness samples (``particle_id, x_nm, y_nm, thickness_nm``).
+    pixels : pandas.DataFrame
+        Native Ni-L STXM pixels: ``x, y, particle_id, region, egt2g, egt2g_sigma``.
+    regions : RegionMaps
+        Region and particle maps on the STXM and SEM grids.
+    details : dict
+        Further tables: ``thickness_per_particle`` (mean, sd, median, n per particle), ``thickness_area_check``
+        (area / mean boundary length per particle), ``thickness_samples`` (with the distances and what bounds
+        each sample), ``s_edge_spectra`` (region-averaged S spectra, when an S-L stack is given).
+    """
+
+    summary: dict
+    particles: pd.DataFrame
+    thickness: pd.DataFrame
+    pixels: pd.DataFrame
+    regions: RegionMaps
+    details: dict = field(default_factory=dict)
+
+
+def to_json_ready(obj):
+    """Recursively convert numpy scalars/arrays, tuples and NaN/inf to plain JSON values (NaN → None).
+
+    Examples
+    --------
+    >>> to_json_ready({"a": np.float64("nan"), "b": (np.int64(2), np.bool_(True)), "c": np.arange(2)})
+    {'a': None, 'b': [2, True], 'c': [0, 1]}
+    """
+    if isinstance(obj, dict):
+        return {str(k): to_json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_json_ready(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return [to_json_ready(v) for v in obj.tolist()]
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    return obj
+
+
+def class_fractions(classes: np.ndarray) -> dict:
+    """Area fraction of each class within the analysed area (class ≠ 0) of the SEM grid.
+
+    Examples
+    --------
+    >>> {k: round(v, 3) for k, v in class_fractions(np.array([[0, 1, 1, 3], [2, 4, 3, 3]])).items()}
+    {'nmc': 0.286, 'interphase': 0.143, 'electrolyte': 0.429, 'void': 0.143}
+    """
+    classes = np.asarray(classes)
+    total = int(np.count_nonzero(classes))
+    return {name: (float(np.count_nonzero(classes == code)) / total if total else float("nan"))
+            for name, code in CLASS_FRACTION_KEYS.items()}
+
+
+def region_summary(pixels: pd.DataFrame, region: str) -> dict:
+    """Mean, sd (ddof=1) and count of valid native pixels of a region, and how many particles they cover."""
+    sel = pixels.loc[(pixels["region"] == region) & np.isfinite(pixels["egt2g"])]
+    v = sel["egt2g"].to_numpy(float)
+    n = int(v.size)
+    return {"mean": float(v.mean()) if n else np.nan, "sd": float(v.std(ddof=1)) if n > 1 else np.nan,
+            "n": n, "n_particles": int(sel.loc[sel["particle_id"] > 0, "particle_id"].nunique())}
+
+
+def _s_edge_from_spectra(classes, sem_pixel_nm, s_od, s_matrix, s_pixel_nm, psf_fwhm_nm):
+    """Fit the S edge of the summed spectra of bulk electrolyte and interphase pixels on the S grid."""
+    from segment.register import labels_to_stxm
+    from segment.spectra import fit_s_edge
+
+    reach_nm = default_distances(s_pixel_nm, psf_fwhm_nm)["contamination_nm"]
+    electrolyte = classes == 3
+    depth_nm = ndimage.distance_transform_edt(np.pad(electrolyte, 1))[1:-1, 1:-1] * sem_pixel_nm
+    labels = np.zeros(classes.shape, dtype=np.uint8)
+    labels[electrolyte & (depth_nm - 0.5 * sem_pixel_nm >= reach_nm)] = 1   # bulk electrolyte
+    labels[classes == 2] = 2                                               # interphase
+    on_s = labels_to_stxm(labels, s_matrix, s_od.shape_yx)
+    out, spectra = {}, {}
+    for name, code in (("electrolyte", 1), ("interphase", 2)):
+        mask = on_s == code
+        n = int(mask.sum())
+        if n == 0:
+            out[name] = {"position_ev": np.nan, "sigma_ev": np.nan, "n_pixels": 0,
+                         "reason": f"no {name} pixel on the S-L grid"}
+            continue
+        spectrum = np.nanmean(s_od.data[:, mask], axis=1)
+        spectra[name] = spectrum
+        try:
+            fit = dict(fit_s_edge(s_od.energies_ev, spectrum))
+        except (ValueError, RuntimeError, np.linalg.LinAlgError) as exc:
+            out[name] = {"position_ev": np.nan, "sigma_ev": np.nan, "n_pixels": n,
+                         "reason": f"edge fit failed: {exc}"}
+            continue
+        fit["n_pixels"] = n
+        fit.setdefault("reason", None)
+        out[name] = fit
+    return out, spectra
+
+
+def _s_edge_from_map(s_edge, classes, s_matrix):
+    """Fallback: mean per-pixel fitted positions by region (pixels correlated: sigma is the sd / √n)."""
+    from segment.register import labels_to_stxm
+
+    on_s = labels_to_stxm(np.asarray(classes), s_matrix, np.asarray(s_edge.position_ev).shape)
+    out = {}
+    for name, code in (("electrolyte", 3), ("interphase", 2)):
+        ok = (on_s == code) & np.asarray(s_edge.valid, bool) & np.isfinite(s_edge.position_ev)
+        v = np.asarray(s_edge.position_ev)[ok]
+        n = int(v.size)
+        out[name] = {"position_ev": float(v.mean()) if n else np.nan,
+                     "sigma_ev": float(v.std(ddof=1) / np.sqrt(n)) if n > 1 else np.nan, "n_pixels": n,
+                     "reason": None if n else f"no valid {name} pixel on the S-L grid",
+                     "method": "mean of per-pixel fitted positions"}
+    return out
+
+
+def analyse_maps(classes: np.ndarray, particles: np.ndarray, sem_pixel_nm: float, egt2g: np.ndarray,
+                 egt2g_sigma: np.ndarray, egt2g_valid: np.ndarray, ni_matrix: np.ndarray, ni_pixel_nm: float,
+                 s_edge=None, s_od=None, s_matrix=None, s_pixel_nm=None, psf_fwhm_nm: float = 50.0, *,
+                 surface_band_nm: float | None = None, surface_offset_nm: float | None = None,
+                 bulk_margin_nm: float | None = None, thickness_method: str = "normal",
+                 resolution_nm: float | None = None, min_surface_pixels: int = 1, n_boot: int = 199,
+                 seed: int = 0, probabilities: np.ndarray | None = None) -> Analysis:
+    """Statistics of one lamella from its maps, on native Ni-L STXM pixels.
+
+    Parameters
+    ----------
+    classes : ndarray of uint8, shape (ny_sem, nx_sem)
+        Class map on the SEM grid.
+    particles : ndarray of int, shape (ny_sem, nx_sem)
+        NMC particle ids on the SEM grid.
+    sem_pixel_nm : float
+        SEM pixel size.
+    egt2g, egt2g_sigma : ndarray, shape (ny, nx)
+        e_g/t_2g ratio and its uncertainty on the native Ni-L STXM grid.
+    egt2g_valid : ndarray of bool, shape (ny, nx)
+        Pixels with a measurable ratio.
+    ni_matrix : ndarray, shape (3, 3)
+        Ni-L STXM pixel → SEM pixel.
+    ni_pixel_nm : float
+        Ni-L STXM pixel size.
+    s_edge : SEdgeMap, optional
+        Per-pixel S-edge positions on the S-L grid (used when ``s_od`` is not given).
+    s_od : Stack, optional
+        Aligned S-L optical-density stack: region-summed spectra are fitted with
+        :func:`segment.spectra.fit_s_edge`.
+    s_matrix : ndarray, shape (3, 3), optional
+        S-L STXM pixel → SEM pixel (needed with ``s_od`` or ``s_edge``).
+    s_pixel_nm : float, optional
+        S-L pixel size (default: that of ``s_od``).
+    psf_fwhm_nm : float
+        STXM probe FWHM.
+    surface_band_nm, surface_offset_nm, bulk_margin_nm : float, optional
+        Region distances (:func:`stats.regions.default_distances`).
+    thickness_method : {"normal", "distance", "edt"}
+        See :func:`stats.thickness.interphase_thickness`.
+    resolution_nm : float, optional
+        Resolution below which the interphase is not resolvable; default ``max(psf_fwhm_nm, ni_pixel_nm)``.
+    min_surface_pixels : int
+        Minimum valid pixels for a particle's band mean to enter the surface test.
+    n_boot : int
+        Bootstrap samples of the mixture test.
+    seed : int
+        Random seed of the bootstraps.
+    probabilities : ndarray, shape (5, ny_sem, nx_sem), optional
+        Class probabilities of the segmentation; when given, thickness boundaries are located on them
+        (sub-pixel) instead of on the smoothed hard class map.
+
+    Returns
+    -------
+    Analysis
+    """
+    classes = np.asarray(classes)
+    particles = np.asarray(particles)
+    egt2g = np.asarray(egt2g, float)
+    if resolution_nm is None:
+        resolution_nm = float(max(psf_fwhm_nm, ni_pixel_nm))
+
+    maps = stxm_regions(classes, particles, sem_pixel_nm, ni_matrix, egt2g.shape, ni_pixel_nm, psf_fwhm_nm,
+                        surface_band_nm=surface_band_nm, surface_offset_nm=surface_offset_nm,
+                        bulk_margin_nm=bulk_margin_nm)
+    pixels = pixel_table(maps, egt2g, np.asarray(egt2g_sigma, float), np.asarray(egt2g_valid, bool))
+    # contacts judged at the probe's scale: thin rims between NMC and voids do not count as electrolyte
+    contacts = contact_classes(classes, particles, sem_pixel_nm, maps.parameters["contamination_nm"])
+    table = particle_table(contacts, particles, sem_pixel_nm, pixels)
+
+    thick_details = interphase_thickness(contacts, particles, sem_pixel_nm, method=thickness_method,
+                                         probabilities=probabilities, details=True)
+    thickness = thick_details[["particle_id", "x_nm", "y_nm", "thickness_nm"]].copy()
+    thick_summary = summarise_thickness(thickness, resolution_nm)
+    area_check = thickness_area_check(contacts, particles, sem_pixel_nm)
+    thick_summary["method"] = thickness_method + (" (class probabilities)" if probabilities is not None else "")
+    thick_summary["area_check_mean_nm"] = (float(np.average(area_check["area_thickness_nm"],
+                                                            weights=area_check["inner_length_nm"]))
+                                           if len(area_check) and area_check["inner_length_nm"].sum() > 0
+                                           else np.nan)
+    thick_summary["n_merged_samples"] = int((thick_details.get("outer") == "particle").sum()) \
+        if len(thick_details) else 0
+
+    egt2g_summary = {name: region_summary(pixels, name)
+                     for name in ("bulk", "surface_electrolyte", "surface_void", "interphase")}
+
+    surface_test = surface_electrolyte_vs_void(table, min_pixels=min_surface_pixels)
+    bulk_means = table["egt2g_bulk_mean"].to_numpy(float)
+    bimodal = bimodality(bulk_means[np.isfinite(bulk_means)], n_boot=n_boot, seed=seed)
+    bimodal["value"] = "per-particle bulk e_g/t_2g means"
+
+    summary = {
+        "sem_pixel_nm": float(sem_pixel_nm),
+        "class_fractions": class_fractions(classes),
+        "n_particles": int(len(table)),
+        "interphase_thickness_nm": thick_summary,
+        "egt2g": egt2g_summary,
+        "tests": {
+            "surface_electrolyte_vs_void": surface_test,
+            "surface_electrolyte_vs_void_mixed_model": pixel_mixed_model(pixels),
+            "surface_electrolyte_vs_void_pixels_naive": naive_pixel_test(pixels),
+        },
+        "bimodality": {"bulk_particles": bimodal},
+        "correlations": correlations(table),
+        "regions": {**maps.parameters, "resolution_nm": float(resolution_nm),
+                    "n_native_pixels": {name: int(n) for name, n in pixels["region"].value_counts().items()}},
+    }
+    per_particle = (thickness.groupby("particle_id")["thickness_nm"].agg(["mean", "std", "median", "size"])
+                    .rename(columns={"mean": "mean_nm", "std": "sd_nm", "median": "median_nm", "size": "n"})
+                    .reset_index())
+    details = {"thickness_area_check": area_check, "thickness_samples": thick_details,
+               "thickness_per_particle": per_particle}
+
+    if s_od is not None or s_edge is not None:
+        if s_matrix is None:
+            summary["s_edge"] = {"reason": "no S-L registration matrix given"}
+        else:
+            if s_od is not None:
+                pix = float(s_pixel_nm if s_pixel_nm is not None else s_od.pixel_size_nm)
+                fits, spectra = _s_edge_from_spectra(classes, sem_pixel_nm, s_od, s_matrix, pix, psf_fwhm_nm)
+                details["s_edge_spectra"] = {"energies_ev": np.asarray(s_od.energies_ev), **spectra}
+                method = "edge fit of region-averaged spectra (segment.spectra.fit_s_edge)"
+            else:
+                fits = _s_edge_from_map(s_edge, classes, s_matrix)
+                method = "mean of per-pixel fitted edge positions"
+            el, it = fits["electrolyte"], fits["interphase"]
+            shift = edge_shift(el.get("position_ev", np.nan), el.get("sigma_ev", np.nan),
+                               it.get("position_ev", np.nan), it.get("sigma_ev", np.nan))
+            summary["s_edge"] = {"electrolyte": el, "interphase": it, "shift": shift, "method": method}
+    else:
+        summary["s_edge"] = None
+
+    return Analysis(summary=to_json_ready(summary), particles=table, thickness=thickness, pixels=pixels,
+                    regions=maps, details=details)

@@ -1,0 +1,131 @@
+"""Particle-level tests: agreement with scipy, calibration on nulls, pseudo-replication, small samples."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from stats.inference import (correlation, correlations, edge_shift, naive_pixel_test, paired_t,
+                             pixel_mixed_model, surface_electrolyte_vs_void, welch_t, wilcoxon_signed_rank)
+
+
+def particle_means(rng, n=12, effect=0.0, base_sd=0.1, band_sd=0.02):
+    base = 1.5 + rng.normal(0, base_sd, n)
+    return pd.DataFrame({"particle_id": np.arange(1, n + 1),
+                         "egt2g_surface_electrolyte_mean": base + effect + rng.normal(0, band_sd, n),
+                         "egt2g_surface_void_mean": base + rng.normal(0, band_sd, n),
+                         "egt2g_surface_electrolyte_n": 20, "egt2g_surface_void_n": 20})
+
+
+def test_paired_and_welch_match_scipy():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(1.5, 0.1, 9), rng.normal(1.45, 0.1, 9)
+    p = paired_t(a, b)
+    ref = stats.ttest_rel(a, b)
+    assert p["statistic"] == pytest.approx(ref.statistic) and p["p_value"] == pytest.approx(ref.pvalue)
+    ci = ref.confidence_interval()
+    assert (p["ci_low"], p["ci_high"]) == pytest.approx((ci.low, ci.high))
+    assert p["effect"] == pytest.approx(np.mean(a - b))
+    w = welch_t(a, b[:6])
+    ref = stats.ttest_ind(a, b[:6], equal_var=False)
+    assert w["statistic"] == pytest.approx(ref.statistic) and w["p_value"] == pytest.approx(ref.pvalue)
+    ci = ref.confidence_interval()
+    assert (w["ci_low"], w["ci_high"]) == pytest.approx((ci.low, ci.high))
+    wil = wilcoxon_signed_rank(a, b)
+    assert wil["p_value"] == pytest.approx(stats.wilcoxon(a - b).pvalue)
+
+
+def test_effect_is_detected_with_the_right_sign():
+    res = surface_electrolyte_vs_void(particle_means(np.random.default_rng(1), effect=-0.08))
+    assert res["method"] == "paired t" and res["n_units"] == 12 and res["n_pairs"] == 12
+    assert res["p_value"] < 0.001 and res["wilcoxon"]["p_value"] < 0.01
+    assert res["ci_low"] < -0.08 < res["ci_high"] and res["effect"] < 0
+
+
+def test_false_positive_rate_on_nulls_is_nominal():
+    rng = np.random.default_rng(2)
+    p = np.array([surface_electrolyte_vs_void(particle_means(rng))["p_value"] for _ in range(200)])
+    assert 0.015 <= np.mean(p < 0.05) <= 0.09
+
+
+def test_pseudo_replication_is_not_significant_at_the_particle_level():
+    """Null on average over particles, but particles with many electrolyte-band pixels happen to sit high and
+    particles with many void-band pixels low: pixels as units give a wildly significant difference."""
+    rng = np.random.default_rng(3)
+    rows = []
+    for pid in range(1, 13):
+        base = 1.5 + rng.normal(0, 0.1)
+        offset = 0.04 if pid % 2 else -0.04          # particle-specific band offset, mean zero over particles
+        n_e, n_v = (200, 20) if pid % 2 else (20, 200)
+        for region, n, shift in (("surface_electrolyte", n_e, offset / 2), ("surface_void", n_v, -offset / 2)):
+            noise = rng.normal(0, 0.02, n)
+            values = base + shift + noise - noise.mean()    # band means exactly base ± offset/2
+            rows += [{"particle_id": pid, "region": region, "egt2g": v} for v in values]
+    pixels = pd.DataFrame(rows)
+    table = (pixels.groupby(["particle_id", "region"])["egt2g"].agg(["mean", "size"]).unstack("region"))
+    table = pd.DataFrame({"particle_id": table.index,
+                          "egt2g_surface_electrolyte_mean": table[("mean", "surface_electrolyte")].to_numpy(),
+                          "egt2g_surface_void_mean": table[("mean", "surface_void")].to_numpy(),
+                          "egt2g_surface_electrolyte_n": table[("size", "surface_electrolyte")].to_numpy(),
+                          "egt2g_surface_void_n": table[("size", "surface_void")].to_numpy()})
+    ours = surface_electrolyte_vs_void(table)
+    naive = naive_pixel_test(pixels)
+    assert naive["p_value"] < 1e-10
+    assert ours["p_value"] > 0.5 and abs(ours["effect"]) < 1e-9
+    mixed = pixel_mixed_model(pixels)
+    assert mixed["n_groups"] == 12 and mixed["n_pixels"] == len(pixels)
+    assert np.isfinite(mixed["effect"]) and mixed["p_value"] > naive["p_value"]
+
+
+def test_unpaired_fallback_and_small_samples():
+    t = particle_means(np.random.default_rng(4), n=6, effect=-0.1)
+    t.loc[:2, "egt2g_surface_void_mean"] = np.nan
+    t.loc[3:, "egt2g_surface_electrolyte_mean"] = np.nan
+    res = surface_electrolyte_vs_void(t)
+    assert res["method"] == "Welch t" and res["n_pairs"] == 0 and res["n_units"] == 6
+    assert "unpaired" in res["reason"]
+    one = surface_electrolyte_vs_void(t.iloc[:1])
+    assert np.isnan(one["p_value"]) and one["method"] == "none" and "too few" in one["reason"]
+    empty = surface_electrolyte_vs_void(t.iloc[:0])
+    assert np.isnan(empty["p_value"]) and empty["n_units"] == 0
+
+
+def test_min_pixels_drops_thin_bands():
+    t = particle_means(np.random.default_rng(5))
+    t.loc[:5, "egt2g_surface_void_n"] = 2
+    res = surface_electrolyte_vs_void(t, min_pixels=3)
+    assert res["n_pairs"] == 6
+
+
+def test_correlation_values_and_intervals():
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=30)
+    y = 0.6 * x + rng.normal(scale=0.8, size=30)
+    c = correlation(x, y)
+    r, p = stats.pearsonr(x, y)
+    assert c["r"] == pytest.approx(r) and c["p"] == pytest.approx(p)
+    z, se = np.arctanh(r), 1 / np.sqrt(27)
+    assert (c["ci_low"], c["ci_high"]) == pytest.approx((np.tanh(z - 1.959964 * se), np.tanh(z + 1.959964 * se)))
+    assert c["spearman"]["rho"] == pytest.approx(stats.spearmanr(x, y)[0])
+    assert c["spearman"]["ci_low"] < c["spearman"]["rho"] < c["spearman"]["ci_high"]
+    few = correlation([1.0, 2.0], [2.0, 1.0])
+    assert np.isnan(few["r"]) and "at least 3" in few["reason"]
+    const = correlation([1.0, 2.0, 3.0, 4.0], [1.0, 1.0, 1.0, 1.0])
+    assert np.isnan(const["r"]) and "constant" in const["reason"]
+
+
+def test_correlations_on_a_particle_table():
+    rng = np.random.default_rng(7)
+    t = pd.DataFrame({"egt2g_mean": rng.normal(1.5, 0.1, 12), "equivalent_diameter_nm": rng.uniform(500, 2000, 12),
+                      "contact_ratio_electrolyte": rng.uniform(0, 1, 12)})
+    out = correlations(t)
+    assert set(out) == {"egt2g_vs_size", "egt2g_vs_contact_ratio"}
+    assert out["egt2g_vs_size"]["r"] == pytest.approx(stats.pearsonr(t.equivalent_diameter_nm, t.egt2g_mean)[0])
+    assert out["egt2g_vs_contact_ratio"]["n"] == 12 and out["egt2g_vs_contact_ratio"]["method"] == "pearson"
+
+
+def test_edge_shift():
+    r = edge_shift(163.9, 0.03, 164.1, 0.04)
+    assert r["shift_ev"] == pytest.approx(0.2) and r["sigma_ev"] == pytest.approx(0.05)
+    assert r["p_value"] == pytest.approx(2 * stats.norm.sf(4.0))
+    assert np.isnan(edge_shift(163.9, np.nan, 164.1, 0.04)["p_value"])
