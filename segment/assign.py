@@ -1,0 +1,1056 @@
+"""Automatic class assignment: from registered OD stacks and the SEM image to the 4-class map.
+
+ceimap names the classes itself, from spectral signatures and physics, without any truth:
+
+1. **One STXM grid.** Every edge is resampled onto the grid of a reference edge (Ni-L when present)
+   through the registration matrices (``inv(M_ref) @ M_edge`` maps edge pixels to reference pixels).
+2. **Noise from the data.** Transmission counts are Poisson, so the OD noise is
+   ``σ(E, x) = σ₀(E) · exp(OD/2)``; ``σ₀(E)`` is estimated per frame from the median absolute value of a
+   Laplacian of the frame divided by ``exp(OD/2)`` (robust to the few object edges).
+3. **Signatures.** Per pixel and edge: the resonance (mean OD over the edge's resonance window minus the
+   linear pre-edge baseline extrapolated under it) and the total absorption. Strong Ni L3 resonance →
+   NMC; absorbing matter without Ni (with S²⁻ resonance when S-L exists) → electrolyte; absorption
+   consistent with zero at all edges → empty (void, or outside the lamella when it is the empty region
+   along the field border — the lamella edge).
+4. **Unmixing in transmission.** A pixel straddling a boundary transmits the area-weighted mean of its
+   phases' transmissions, so lateral partial volume is linear in ``T = exp(−OD)`` (not in OD: the PSF
+   blurs intensity). Each edge is fitted per pixel (weighted NNLS, ``σ_T = σ₀ e^{−OD/2}``) with the
+   *local* bulk NMC transmission (a normalised Gaussian average of NMC-core pixels nearby, so particles
+   of different Ni valence — the bimodal 4.7 V lamella — are each their own reference), the local bulk
+   electrolyte (core electrolyte far from NMC), each at a thinner and a thicker version ``T**k`` (lamella
+   wedge, density, sub-pixel porosity are linear in OD), and vacuum (``T = 1``), with a soft
+   sum-to-one row (areal fractions). NMC fraction from Ni-L, electrolyte fraction from S-L when present.
+5. **Interphase = what the mixture cannot explain.** For pixels near NMC that are not NMC, the
+   noise-whitened residuals are decomposed; when their leading singular value clears the Gavish–Donoho
+   noise threshold there is a systematic signature (reduced Ni, shifted S), and each pixel's projection
+   on it, in units of its scatter over core pixels, is a z-score. Detected pixels (z above the null's
+   upper tail) give an interphase endmember (mean of the top decile) and are unmixed again with it to get
+   an interphase fraction. No systematic residual → no interphase (the charged lamella).
+6. **SEM resolution.** A random forest on multiscale SEM features
+   (:func:`skimage.feature.multiscale_basic_features`: smooth NMC, porous electrolyte, dark voids) is
+   trained on SEM pixels whose chemistry is confident and far from STXM class boundaries
+   (self-training); its probabilities are multiplied by the upsampled chemistry fractions
+   (:func:`segment.register.warp_to_sem`) as a floored prior; NMC and empty boundaries are then snapped to
+   the SEM contrast with local thresholds (:func:`refine_nmc_boundaries`, :func:`refine_empty_boundaries`;
+   thin dark pieces enclosed by NMC are cracks → void). Empty regions along the field border are outside
+   the lamella (:func:`split_empty`). The interphase is a band on the electrolyte side of the NMC surface
+   whose local thickness is the interphase amount the chemistry measured there
+   (:func:`interphase_thickness_map`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+import time
+
+import numpy as np
+from scipy import ndimage
+
+from .decompose import nnls_fit, optimal_rank_threshold
+from .edges import EDGES
+from .register import warp_to_sem
+
+__all__ = [
+    "Segmentation",
+    "segment_lamella",
+    "classify_stxm",
+    "to_reference_grid",
+    "od_noise_scale",
+    "edge_signature",
+    "name_spectrum",
+    "split_empty",
+    "tolerant_f1",
+    "interphase_thickness_map",
+    "refine_nmc_boundaries",
+    "refine_empty_boundaries",
+    "mark_cracks",
+]
+
+OUTSIDE, NMC, INTERPHASE, ELECTROLYTE, VOID = 0, 1, 2, 3, 4
+CLASS_NAMES = ("outside", "nmc", "interphase", "electrolyte", "void")
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """The class map of one lamella.
+
+    Attributes
+    ----------
+    classes : ndarray of uint8, shape (ny, nx)
+        Class codes on the SEM grid (0 outside, 1 NMC, 2 interphase, 3 electrolyte, 4 void).
+    probabilities : ndarray of float32, shape (5, ny, nx), or None
+        Per-class probability on the SEM grid, in class-code order.
+    details : dict
+        Intermediate results: ``stxm`` (STXM-grid maps: fractions, interphase z, classes), the reference
+        edge, noise levels, reference spectra, thresholds, timings.
+    """
+
+    classes: np.ndarray
+    probabilities: np.ndarray | None
+    details: dict = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# grids and noise
+# ----------------------------------------------------------------------------------------------------------
+
+def to_reference_grid(od_stacks: dict, registrations: dict, reference_edge: str | None = None):
+    """Resample every edge's OD stack onto the grid of one reference edge.
+
+    Parameters
+    ----------
+    od_stacks : dict of str to Stack
+        Aligned OD stacks per edge.
+    registrations : dict of str to Registration
+        Per edge, the matrix STXM pixel → SEM pixel.
+    reference_edge : str, optional
+        Grid to use; default ``"Ni-L"`` when present, else the first edge.
+
+    Returns
+    -------
+    reference_edge : str
+    cubes : dict of str to ndarray, shape (n_energy, ny, nx)
+        OD on the reference grid (bilinear; NaN where the edge's field does not reach, or outside the
+        region every energy frame measured, ``metadata["valid_region"]`` of an aligned stack).
+    """
+    edges = list(od_stacks)
+    if reference_edge is None:
+        reference_edge = "Ni-L" if "Ni-L" in od_stacks else edges[0]
+    ref = od_stacks[reference_edge]
+    ny, nx = ref.shape_yx
+    m_ref = np.asarray(registrations[reference_edge].matrix, dtype=float)
+    cubes = {}
+    for edge, st in od_stacks.items():
+        data = np.asarray(st.data, dtype=float)
+        valid = st.metadata.get("valid_region") if isinstance(st.metadata, dict) else None
+        if valid is not None and np.shape(valid) == data.shape[1:] and not np.all(valid):
+            data = np.where(np.asarray(valid, bool)[None], data, np.nan)
+        if edge == reference_edge:
+            cubes[edge] = data
+            continue
+        m_edge = np.asarray(registrations[edge].matrix, dtype=float)
+        # reference pixel -> SEM -> edge pixel
+        to_edge = np.linalg.inv(m_edge) @ m_ref
+        yy, xx = np.mgrid[0:ny, 0:nx].astype(float)
+        xs = to_edge[0, 0] * xx + to_edge[0, 1] * yy + to_edge[0, 2]
+        ys = to_edge[1, 0] * xx + to_edge[1, 1] * yy + to_edge[1, 2]
+        h, w = data.shape[1:]
+        outside = (xs < -0.5) | (xs > w - 0.5) | (ys < -0.5) | (ys > h - 0.5)
+        out = np.empty((data.shape[0], ny, nx))
+        for k, frame in enumerate(data):
+            f = np.where(np.isfinite(frame), frame, np.nanmedian(frame))
+            out[k] = ndimage.map_coordinates(f, [ys, xs], order=1, mode="nearest")
+        out[:, outside] = np.nan
+        cubes[edge] = out
+    return reference_edge, cubes
+
+
+def _singular_values_vectors(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Singular values and right singular vectors of a tall matrix from its small Gram matrix."""
+    gram = x.T @ x
+    w, v = np.linalg.eigh(gram)
+    order = np.argsort(w)[::-1]
+    return np.sqrt(np.clip(w[order], 0, None)), v[:, order].T
+
+
+def _laplacian_noise(od: np.ndarray) -> np.ndarray:
+    """Rough per-frame noise at zero OD from the MAD of a 4-neighbour Laplacian (variance 20 σ²)."""
+    out = np.empty(od.shape[0])
+    kern = np.array([[0, -1, 0], [-1, 4, -1], [0, -1, 0]], float)
+    for k, frame in enumerate(od):
+        finite = np.isfinite(frame)
+        f = np.where(finite, frame, 0.0)
+        lap = ndimage.convolve(f, kern, mode="reflect") / np.sqrt(20.0)
+        scale = np.exp(np.clip(ndimage.uniform_filter(f, 3), -1, 6) / 2.0)
+        ok = ndimage.binary_erosion(finite, iterations=1, border_value=0)
+        v = (lap / scale)[ok]
+        out[k] = 1.4826 * np.median(np.abs(v - np.median(v))) if v.size >= 10 else np.nan
+    return out
+
+
+def od_noise_scale(od: np.ndarray, *, max_rank: int = 10) -> np.ndarray:
+    """Per-frame OD noise at zero OD, ``σ₀(E)``, assuming Poisson counts: ``σ(E, x) = σ₀(E) e^{OD/2}``.
+
+    The spectra of a lamella are a mixture of a few phases, so the stack is low-rank plus noise. The
+    stack, whitened per frame by a rough noise level (MAD of a Laplacian), is decomposed by SVD and
+    truncated at the Gavish–Donoho threshold; the residual of that low-rank model, divided by
+    ``exp(OD/2)``, gives ``σ₀(E)`` as a robust (MAD) standard deviation per frame, corrected for the
+    degrees of freedom the model takes. This measures the per-pixel noise even when the frames were
+    interpolated (drift correction correlates neighbouring pixels and fools purely spatial estimates).
+
+    Parameters
+    ----------
+    od : ndarray, shape (n_energy, ny, nx)
+        OD frames (pixels with NaN in any frame are ignored).
+    max_rank : int
+        Most components the low-rank model may keep.
+
+    Returns
+    -------
+    ndarray, shape (n_energy,)
+    """
+    od = np.asarray(od, dtype=float)
+    n_e = od.shape[0]
+    rough = _laplacian_noise(od)
+    bad = ~np.isfinite(rough) | (rough <= 0)
+    if bad.all():
+        return np.full(n_e, 1e-3)
+    rough[bad] = np.median(rough[~bad])
+    x = od.reshape(n_e, -1).T
+    x = x[np.all(np.isfinite(x), axis=1)]
+    if x.shape[0] < 4 * n_e or n_e < 4:
+        return rough
+    scale = rough[None, :]
+    y = x / scale
+    mean = y.mean(axis=0)
+    s, vt = _singular_values_vectors(y - mean)
+    thr, _ = optimal_rank_threshold(s, y.shape)
+    k = int(min(max(np.sum(s > thr), 1), max_rank, n_e - 2))
+    x_hat = (((y - mean) @ vt[:k].T) @ vt[:k] + mean) * scale
+    r = (x - x_hat) / np.exp(np.clip(x_hat, -1, 6) / 2.0)
+    mad = 1.4826 * np.median(np.abs(r - np.median(r, axis=0)), axis=0)
+    out = mad * np.sqrt(n_e / (n_e - k))
+    bad = ~np.isfinite(out) | (out <= 0)
+    out[bad] = rough[bad]
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# signatures
+# ----------------------------------------------------------------------------------------------------------
+
+def _windows(energies_ev: np.ndarray, edge: str | None):
+    """Boolean pre-edge and resonance windows for an edge (from the tabulated onset)."""
+    e = np.asarray(energies_ev, dtype=float)
+    if edge in EDGES:
+        onset = EDGES[edge].onset_ev
+    else:  # unknown edge: the steepest rise of the mean spectrum is not available here; use the range
+        onset = e[0] + 0.3 * (e[-1] - e[0])
+    pre = e < onset - 4.5
+    if pre.sum() < 2:
+        pre = e <= np.quantile(e, 0.15)
+    res = (e >= onset - 4.0) & (e <= onset + 4.0)
+    if res.sum() < 1:
+        res = ~pre
+    return pre, res
+
+
+def edge_signature(energies_ev: np.ndarray, od: np.ndarray, edge: str | None,
+                   sigma0: np.ndarray | float | None = None) -> dict:
+    """Resonance and absorption of spectra across one edge.
+
+    Parameters
+    ----------
+    energies_ev : ndarray, shape (n_energy,)
+    od : ndarray, shape (..., n_energy)
+        Spectra.
+    edge : str or None
+        Edge name (``"Ni-L"``, ``"S-L"`` …) for the windows (pre-edge below onset − 4.5 eV, resonance
+        onset ± 4 eV, onsets from :data:`segment.edges.EDGES`).
+    sigma0 : float or ndarray (n_energy,), optional
+        OD noise at zero OD; with it the result also holds signal-to-noise ratios.
+
+    Returns
+    -------
+    dict
+        ``resonance`` (mean OD over the resonance window above the extrapolated linear pre-edge baseline),
+        ``absorption`` (mean OD over all energies), and with ``sigma0`` ``resonance_snr``,
+        ``absorption_snr`` (same leading shape as ``od``).
+    """
+    e = np.asarray(energies_ev, dtype=float)
+    od = np.asarray(od, dtype=float)
+    pre, res = _windows(e, edge)
+    ep = e[pre]
+    a = np.stack([np.ones_like(ep), ep - ep.mean()], axis=1)
+    coef = np.linalg.lstsq(a, np.moveaxis(od[..., pre], -1, 0).reshape(pre.sum(), -1), rcond=None)[0]
+    er = e[res] - ep.mean()
+    base = coef[0][None, :] + er[:, None] * coef[1][None, :]          # (n_res, n_pix)
+    resonance = (np.moveaxis(od[..., res], -1, 0).reshape(res.sum(), -1) - base).mean(axis=0)
+    resonance = resonance.reshape(od.shape[:-1])
+    out = {"resonance": resonance, "absorption": od.mean(axis=-1)}
+    if sigma0 is not None:
+        s0 = np.broadcast_to(np.asarray(sigma0, dtype=float), e.shape)
+        # noise of the resonance estimate: window mean minus extrapolated baseline (propagated)
+        pinv = np.linalg.pinv(a)                                          # (2, n_pre)
+        lin = np.zeros((res.sum(), e.size))
+        lin[:, np.nonzero(res)[0]] = np.eye(res.sum())
+        lin[:, np.nonzero(pre)[0]] -= (np.stack([np.ones_like(er), er], 1) @ pinv)
+        g = lin.mean(axis=0)
+        sd_res = np.sqrt(np.sum((g * s0) ** 2))
+        sd_abs = np.sqrt(np.sum(s0 ** 2)) / e.size
+        out["resonance_snr"] = resonance / sd_res
+        out["absorption_snr"] = out["absorption"] / sd_abs
+    return out
+
+
+def name_spectrum(spectra: dict, sigma0: dict, *, snr: float = 5.0) -> str:
+    """Name one spectrum (or a class mean) from its signatures: ``"nmc"``, ``"electrolyte"`` or ``"void"``.
+
+    Parameters
+    ----------
+    spectra : dict of str to (energies_ev, od)
+        Spectrum per edge.
+    sigma0 : dict of str to float or ndarray
+        Noise of the spectrum per edge (OD, per energy or one value).
+    snr : float
+        Signal-to-noise ratio above which a resonance or an absorption counts as present.
+
+    Returns
+    -------
+    str
+        ``"nmc"`` when the Ni L3 resonance is present; else ``"electrolyte"`` when the S L resonance is
+        present or there is absorption at any edge (Ni-free matter in a sulfide composite); else
+        ``"void"`` (no absorption at any edge).
+    """
+    sig = {edge: edge_signature(e, np.asarray(od)[None], edge, sigma0[edge])
+           for edge, (e, od) in spectra.items()}
+    if "Ni-L" in sig and sig["Ni-L"]["resonance_snr"][0] > snr:
+        return "nmc"
+    if "S-L" in sig and sig["S-L"]["resonance_snr"][0] > snr:
+        return "electrolyte"
+    if any(s["absorption_snr"][0] > snr for s in sig.values()):
+        return "electrolyte"
+    return "void"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# STXM-grid chemistry
+# ----------------------------------------------------------------------------------------------------------
+
+def _otsu(values: np.ndarray) -> float:
+    from skimage.filters import threshold_otsu
+    v = values[np.isfinite(values)]
+    return float(threshold_otsu(v)) if v.size > 1 and np.ptp(v) > 0 else float(np.median(v))
+
+
+def _normalised_average(cube: np.ndarray, mask: np.ndarray, sigma_px: float) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian average of ``cube`` (n, ny, nx) over ``mask`` pixels only; returns (average, weight)."""
+    wsum = ndimage.gaussian_filter(mask.astype(float), sigma_px, mode="nearest")
+    out = np.empty_like(cube)
+    for k in range(cube.shape[0]):
+        out[k] = ndimage.gaussian_filter(np.where(mask, cube[k], 0.0), sigma_px, mode="nearest")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out /= wsum
+    return out, wsum
+
+
+def split_empty(empty: np.ndarray, pixel_size_nm: float, *, lamella_edge_nm: float = 1000.0,
+                vacuum: np.ndarray | None = None, field: np.ndarray | None = None) -> np.ndarray:
+    """Split empty pixels into outside-the-lamella (True) and voids (False).
+
+    An empty connected region is outside when it runs along the field border for at least
+    ``lamella_edge_nm`` (the lamella's edge crosses the field; a pore touching the border does so over its
+    own width only), or when it overlaps ``vacuum`` (e.g. outside found on another grid).
+
+    Parameters
+    ----------
+    empty : ndarray of bool, shape (ny, nx)
+    pixel_size_nm : float
+    lamella_edge_nm : float
+        Minimum contact with the field border of an outside region.
+    vacuum : ndarray of bool, optional
+    field : ndarray of bool, optional
+        The measured field (default: the whole image); its border is where the lamella edge is sought.
+
+    Returns
+    -------
+    ndarray of bool
+        True where empty and outside.
+    """
+    lab, n = ndimage.label(empty)
+    if n == 0:
+        return np.zeros(empty.shape, bool)
+    border = np.zeros(empty.shape, bool)
+    border[0, :] = border[-1, :] = border[:, 0] = border[:, -1] = True
+    if field is not None:
+        border = (border | ndimage.binary_dilation(~field)) & field
+    contact = np.bincount(lab[border], minlength=n + 1) * pixel_size_nm
+    outside_ids = contact >= lamella_edge_nm
+    if vacuum is not None:
+        over = np.bincount(lab[vacuum & empty], minlength=n + 1)
+        size = np.bincount(lab.ravel(), minlength=n + 1)
+        outside_ids |= over > 0.5 * np.maximum(size, 1)
+    outside_ids[0] = False
+    return outside_ids[lab]
+
+
+def classify_stxm(cubes: dict, energies: dict, pixel_size_nm: float, *, psf_fwhm_nm: float = 50.0,
+                  interphase_max_nm: float = 400.0, z_tail: float = 0.995,
+                  thickness_scales: tuple = (0.7, 1.3), sigma0: dict | None = None) -> dict:
+    """Chemistry on one STXM grid: phase fractions, interphase score and classes.
+
+    Parameters
+    ----------
+    cubes : dict of str to ndarray (n_energy, ny, nx)
+        OD per edge on a common grid (NaN where an edge does not reach).
+    energies : dict of str to ndarray
+        Energies per edge (eV).
+    pixel_size_nm : float
+        Pixel size of the common grid.
+    psf_fwhm_nm : float
+        STXM spot size (zone-plate resolution), sets the core erosion and the boundary band.
+    interphase_max_nm : float
+        Thickest interphase expected (tens to a few hundred nm): electrolyte farther than this from NMC
+        is bulk electrolyte, and interphase is searched for within this distance (+ PSF) of NMC.
+    z_tail : float
+        Quantile of the null (core pixels) interphase score used as the detection threshold.
+    thickness_scales : tuple of float
+        Each reference enters the fit as ``T_ref ** k`` for these ``k`` (thinner / thicker versions), so
+        that changes of lamella thickness, density and sub-pixel porosity (±30 %) are not residual.
+    sigma0 : dict, optional
+        Noise ``σ₀(E)`` per edge (estimated with :func:`od_noise_scale` when omitted).
+
+    Returns
+    -------
+    dict
+        ``fractions`` (3, ny, nx) NMC / electrolyte / empty, ``interphase_z``, ``interphase`` (bool),
+        ``classes`` (uint8, codes 0–4), ``probabilities`` (5, ny, nx), ``nmc_core``, ``electrolyte_core``,
+        ``references`` (per edge: ``nmc`` mean, ``electrolyte``), ``sigma0``, ``interphase_rank``
+        (per edge), ``z_threshold``, ``signatures``.
+    """
+    edges = list(cubes)
+    ny, nx = next(iter(cubes.values())).shape[1:]
+    px = float(pixel_size_nm)
+    psf_px = psf_fwhm_nm / px
+    if sigma0 is None:
+        sigma0 = {e: od_noise_scale(cubes[e]) for e in edges}
+    valid = {e: np.all(np.isfinite(cubes[e]), axis=0) for e in edges}
+    sig = {e: edge_signature(energies[e], np.moveaxis(np.nan_to_num(cubes[e]), 0, -1), e, sigma0[e])
+           for e in edges}
+
+    # --- empty: absorption consistent with zero at every edge (combined SNR over edges)
+    snr2 = np.zeros((ny, nx))
+    for e in edges:
+        snr2 += np.where(valid[e], sig[e]["absorption_snr"], 0.0) ** 2 * np.sign(sig[e]["absorption_snr"])
+    abs_snr = np.sign(snr2) * np.sqrt(np.abs(snr2))
+
+    # --- NMC core: Ni resonance (Otsu between Ni-free and Ni-rich), eroded by the PSF
+    ni_edge = "Ni-L" if "Ni-L" in edges else None
+    if ni_edge is not None:
+        ni_res = np.where(valid[ni_edge], sig[ni_edge]["resonance"], np.nan)
+        thr_ni = _otsu(ni_res[sig[ni_edge]["resonance_snr"] > 3]) if np.any(
+            sig[ni_edge]["resonance_snr"] > 3) else np.inf
+        ni_rich = ni_res > thr_ni
+    else:
+        ni_rich = np.zeros((ny, nx), bool)
+    erode = max(int(np.ceil(psf_px)), 1)
+    nmc_core = ndimage.binary_erosion(ni_rich, iterations=erode) if ni_rich.any() else ni_rich
+    if nmc_core.sum() < 10:
+        nmc_core = ni_rich
+    # --- empty: absorption below the noise (3 sigma) away from NMC
+    absorbing = abs_snr > 3.0
+    # --- electrolyte core: absorbing, no Ni, far from NMC (beyond the thickest interphase + PSF)
+    d_nmc_nm = ndimage.distance_transform_edt(~ni_rich) * px if ni_rich.any() else np.full((ny, nx), np.inf)
+    non_ni = absorbing & ~ni_rich
+    if ni_edge is not None:
+        non_ni &= sig[ni_edge]["resonance_snr"] < 3.0
+    far = d_nmc_nm > interphase_max_nm + psf_fwhm_nm
+    ely_core = ndimage.binary_erosion(non_ni, iterations=erode) & far
+    if ely_core.sum() < 10:
+        order = np.argsort(-np.where(non_ni, d_nmc_nm, -1).ravel())
+        ely_core = np.zeros(ny * nx, bool)
+        ely_core[order[:max(10, int(0.2 * non_ni.sum()))]] = True
+        ely_core = ely_core.reshape(ny, nx) & non_ni
+    # --- references per edge, as transmissions: a pixel that straddles a boundary transmits the
+    # area-weighted mean of its phases' transmissions (lateral partial volume is linear in
+    # T = exp(-OD), not in OD); vacuum transmits 1. Local NMC (Gaussian over cores, ~ a particle
+    # radius: each particle its own Ni valence) and local electrolyte (~1 µm: lamella thickness wedge).
+    local_sigma_px = max(250.0 / px, 2.0)
+    ely_sigma_px = max(1000.0 / px, 4.0)
+    fractions = {}
+    resid_w = {}
+    refs_out = {}
+    fit_inputs = {}
+    for e in edges:
+        cube = np.where(valid[e][None], cubes[e], 0.0)
+        n_e = cube.shape[0]
+        trans = np.exp(-np.clip(cube, -1.0, 8.0))
+        ok_nmc = nmc_core & valid[e]
+        ok_ely = ely_core & valid[e]
+        local = []
+        for ok, sig_px in ((ok_nmc, local_sigma_px), (ok_ely, ely_sigma_px)):
+            if ok.any():
+                glob = trans[:, ok].mean(axis=1)
+                loc, wsum = _normalised_average(trans, ok, sig_px)
+                loc[:, wsum < 1e-3] = glob[:, None]
+            else:
+                glob = np.ones(n_e)
+                loc = np.ones_like(trans)
+            local.append((glob, loc))
+        refs_out[e] = {"nmc": -np.log(local[0][0]), "electrolyte": -np.log(local[1][0])}
+        t_pix = np.moveaxis(trans, 0, -1).reshape(-1, n_e)
+        # each phase at a thinner and a thicker version (T**k): lamella wedge, density and sub-pixel
+        # porosity change the amount of a phase along the beam (linear in OD, not in T); a non-negative
+        # combination of the two brackets any thickness in between
+        refs = []
+        for glob, loc in local:
+            t_loc = np.clip(np.moveaxis(loc, 0, -1).reshape(-1, n_e), 1e-6, 1.0)
+            refs += [t_loc ** k for k in thickness_scales]
+        refs.append(np.ones((ny * nx, n_e)))
+        refs = np.stack(refs, axis=1)
+        n_k = len(thickness_scales)
+        # noise of T: sigma_T = T * sigma_OD = sigma0 * exp(-OD / 2)
+        sd = sigma0[e][None, :] * np.sqrt(np.clip(t_pix, 1e-4, None))
+        # areal fractions cover the pixel: a soft sum-to-one row (sd 0.05) lifts the degeneracy of a
+        # spectrally flat phase (electrolyte at Ni-L) with vacuum
+        t_aug = np.concatenate([t_pix, np.ones((ny * nx, 1))], axis=1)
+        refs_aug = np.concatenate([refs, np.ones(refs.shape[:2] + (1,))], axis=2)
+        sd_aug = np.concatenate([sd, np.full((ny * nx, 1), 0.05)], axis=1)
+        fit = nnls_fit(t_aug, refs_aug, constant=False, weights=1.0 / sd_aug)
+        model = np.einsum("pj,pjf->pf", fit.abundances, refs)
+        fit_inputs[e] = (t_aug, refs_aug, sd_aug)
+        ab = fit.abundances
+        fractions[e] = np.stack([ab[:, :n_k].sum(axis=1), ab[:, n_k:2 * n_k].sum(axis=1), ab[:, -1]],
+                                axis=1).reshape(ny, nx, 3)
+        resid_w[e] = ((t_pix - model) / sd).reshape(ny, nx, n_e)
+
+    # combine: NMC from Ni-L (Ni is specific to NMC), electrolyte from S-L where it exists (S is
+    # specific to the electrolyte), empty from the reference edge
+    main = ni_edge if ni_edge is not None else edges[0]
+    f_nmc = fractions[main][..., 0] if ni_edge is not None else np.zeros((ny, nx))
+    f_ely = fractions[main][..., 1]
+    f_empty = fractions[main][..., 2]
+    s_edge = "S-L" if "S-L" in edges else None
+    if s_edge is not None and s_edge != main:
+        f_ely = np.where(valid[s_edge], fractions[s_edge][..., 1], f_ely)
+    f_nmc = np.clip(f_nmc, 0, 1.5)
+    f_ely = np.clip(f_ely, 0, 1.5)
+    f_empty = np.clip(f_empty, 0, 1.5)
+    frac = np.stack([f_nmc, f_ely, f_empty])
+    frac = frac / np.maximum(frac.sum(axis=0, keepdims=True), 1e-9)
+    known = valid[ni_edge] if ni_edge is not None else valid[edges[0]]
+
+    # --- interphase: systematic residual near NMC, not NMC itself
+    is_nmc = frac[0] > 0.5          # NMC covers most of the pixel
+    band = (~is_nmc) & absorbing & (d_nmc_nm <= interphase_max_nm + psf_fwhm_nm) & (d_nmc_nm > 0) & known
+    null = (nmc_core | ely_core) & known
+    z_total = np.zeros((ny, nx))
+    ranks = {}
+    n_used = 0
+    for e in edges:
+        r = resid_w[e]
+        ok_band = band & valid[e]
+        ok_null = null & valid[e]
+        if ok_band.sum() < 20 or ok_null.sum() < 20:
+            ranks[e] = 0
+            continue
+        rb = r[ok_band]
+        s, vt = _singular_values_vectors(rb)
+        # noise level of the whitened residuals from the null pixels (≈1 when the noise model holds)
+        noise = float(np.sqrt(np.mean(r[ok_null] ** 2)))
+        thr, _ = optimal_rank_threshold(s, rb.shape, noise_sigma=noise)
+        rank = int(np.sum(s > thr))
+        ranks[e] = rank
+        if rank == 0:
+            continue
+        v = vt[0]
+        proj = r @ v
+        if np.mean(proj[ok_band]) < 0:
+            v, proj = -v, -proj
+        null_sd = 1.4826 * np.median(np.abs(proj[ok_null] - np.median(proj[ok_null])))
+        z_e = (proj - np.median(proj[ok_null])) / max(null_sd, 1e-12)
+        z_total += np.where(valid[e], z_e, 0.0)
+        n_used += 1
+    if n_used:
+        z_total /= np.sqrt(n_used)
+        z_thr = max(float(np.quantile(z_total[null], z_tail)), 3.0)
+        detected = band & (z_total > z_thr)
+        f_int = np.zeros((ny, nx))
+        if detected.sum() >= 10:
+            # interphase endmember: the mean transmission of the most interphase-like pixels (upper decile
+            # of the score: band centres, nearly pure); then unmix the band with it as a third phase
+            top = detected & (z_total >= np.quantile(z_total[detected], 0.9))
+            f_sum = np.zeros((ny, nx))
+            n_sum = np.zeros((ny, nx))
+            for e in edges:
+                t_pix, refs, sd = fit_inputs[e]
+                ok_top = (top & valid[e]).ravel()
+                sel = (band & valid[e]).ravel()
+                if ok_top.sum() < 5 or not sel.any():
+                    continue
+                t_int = t_pix[ok_top].mean(axis=0)
+                refs_int = np.concatenate([refs[sel], np.broadcast_to(t_int, (sel.sum(), 1, t_pix.shape[1]))],
+                                          axis=1)
+                fit = nnls_fit(t_pix[sel], refs_int, constant=False, weights=1.0 / sd[sel])
+                ab = fit.abundances
+                f_e = np.zeros(ny * nx)
+                f_e[sel] = ab[:, -1] / np.maximum(ab.sum(axis=1), 1e-9)
+                f_sum += f_e.reshape(ny, nx)
+                n_sum += sel.reshape(ny, nx)
+                refs_out[e]["interphase"] = -np.log(np.clip(t_int[:-1], 1e-6, None))
+            f_int = np.where(n_sum > 0, f_sum / np.maximum(n_sum, 1), 0.0)
+        z_full = np.nan
+        # keep the amounts of the detected pixels and of their band neighbours (the PSF spreads a band
+        # over about one pixel more; dropping those tails would thin the band)
+        near_detected = ndimage.binary_dilation(detected) & band
+        f_int = np.where(near_detected, np.clip(f_int, 0, 1), 0.0)
+        interphase = detected & (f_int >= 0.5)
+    else:
+        z_thr = z_full = np.inf
+        f_int = np.zeros((ny, nx))
+        interphase = np.zeros((ny, nx), bool)
+
+    # --- classes on the STXM grid
+    empty = (frac[2] > np.maximum(frac[0], frac[1])) & known
+    outside = split_empty(empty, px, field=known)
+    classes = np.full((ny, nx), ELECTROLYTE, np.uint8)
+    classes[is_nmc] = NMC
+    classes[empty & ~outside] = VOID
+    classes[outside] = OUTSIDE
+    classes[interphase] = INTERPHASE
+    p_int = f_int
+    prob = np.zeros((5, ny, nx))
+    prob[NMC] = frac[0]
+    prob[ELECTROLYTE] = frac[1] * (1 - p_int)
+    prob[INTERPHASE] = frac[1] * p_int
+    prob[OUTSIDE] = frac[2] * outside
+    prob[VOID] = frac[2] * ~outside
+    prob[:, ~known] = np.nan
+    frac[:, ~known] = np.nan
+    return {
+        "fractions": frac, "interphase_z": z_total, "interphase": interphase, "classes": classes,
+        "probabilities": prob, "known": known, "nmc_core": nmc_core, "electrolyte_core": ely_core, "band": band,
+        "interphase_fraction": p_int, "z_full": z_full,
+        "references": refs_out, "sigma0": sigma0, "interphase_rank": ranks, "z_threshold": z_thr,
+        "absorption_snr": abs_snr,
+    }
+
+
+def tolerant_f1(pred: np.ndarray, truth: np.ndarray, tolerance_px: float) -> dict:
+    """F1 of a thin structure (e.g. the interphase band) with a spatial tolerance.
+
+    A predicted pixel is a true positive when a truth pixel lies within ``tolerance_px`` of it (precision);
+    a truth pixel is found when a predicted pixel lies within ``tolerance_px`` (recall).
+
+    Parameters
+    ----------
+    pred, truth : ndarray of bool, shape (ny, nx)
+    tolerance_px : float
+        Tolerance in pixels of these maps (e.g. one STXM pixel in SEM pixels).
+
+    Returns
+    -------
+    dict
+        ``precision``, ``recall``, ``f1`` (NaN when both maps are empty), ``n_pred``, ``n_true``.
+
+    Examples
+    --------
+    >>> t = np.zeros((1, 10), bool); t[0, 4] = True
+    >>> p = np.zeros((1, 10), bool); p[0, 6] = True
+    >>> tolerant_f1(p, t, 2)["f1"], tolerant_f1(p, t, 1)["f1"]
+    (1.0, 0.0)
+    """
+    pred = np.asarray(pred, bool)
+    truth = np.asarray(truth, bool)
+    n_p, n_t = int(pred.sum()), int(truth.sum())
+    if n_p == 0 and n_t == 0:
+        return {"precision": np.nan, "recall": np.nan, "f1": np.nan, "n_pred": 0, "n_true": 0}
+    d_truth = ndimage.distance_transform_edt(~truth) if n_t else np.full(truth.shape, np.inf)
+    d_pred = ndimage.distance_transform_edt(~pred) if n_p else np.full(pred.shape, np.inf)
+    precision = float(np.mean(d_truth[pred] <= tolerance_px)) if n_p else 0.0
+    recall = float(np.mean(d_pred[truth] <= tolerance_px)) if n_t else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+    return {"precision": precision, "recall": recall, "f1": float(f1), "n_pred": n_p, "n_true": n_t}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# SEM resolution
+# ----------------------------------------------------------------------------------------------------------
+
+def _sem_features(sem: np.ndarray, pixel_size_nm: float) -> np.ndarray:
+    """Multiscale intensity / edge / texture features of the SEM image, from ~1 pixel to ~200 nm."""
+    from skimage.feature import multiscale_basic_features
+
+    img = np.asarray(sem, dtype=np.float32)
+    lo, hi = np.percentile(img, [0.5, 99.5])
+    img = np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1)
+    sigma_max = max(200.0 / pixel_size_nm, 4.0)
+    return multiscale_basic_features(img, sigma_min=1.0, sigma_max=sigma_max, num_sigma=5).astype(np.float32)
+
+
+def refine_nmc_boundaries(label: np.ndarray, sem_image: np.ndarray, pixel_size_nm: float, *,
+                          band_nm: float = 90.0) -> np.ndarray:
+    """Snap the NMC boundary to the SEM contrast with a local threshold.
+
+    Near the NMC boundary of a first label map (within ``band_nm``) and inside NMC, a pixel is NMC when
+    its lightly smoothed SEM grey value lies on the NMC side of the midpoint between the local NMC level
+    (NMC pixels deeper than ``band_nm``) and the local level of its surroundings (electrolyte-textured
+    pixels farther than ``band_nm``). Contrast of either sign works. Pixels that leave NMC become void
+    when darker than the midpoint between the surroundings and the darkest (vacuum) level of the image
+    — thin dark cracks —, else electrolyte.
+
+    Parameters
+    ----------
+    label : ndarray of int, shape (ny, nx)
+        Texture classes (1 NMC, 3 electrolyte-like, 4 empty).
+    sem_image : ndarray, shape (ny, nx)
+    pixel_size_nm : float
+    band_nm : float
+        Half-width of the band where the boundary may move (about the STXM pixel + PSF).
+
+    Returns
+    -------
+    ndarray, same shape and dtype as ``label``
+    """
+    nmc = label == NMC
+    if not nmc.any() or nmc.all():
+        return label
+    px = float(pixel_size_nm)
+    r = max(band_nm / px, 1.0)
+    sm = ndimage.gaussian_filter(np.asarray(sem_image, dtype=float), 1.0)
+    d_in = ndimage.distance_transform_edt(nmc)
+    d_out = ndimage.distance_transform_edt(~nmc)
+    inner = nmc & (d_in > r)
+    outer = (label == ELECTROLYTE) & (d_out > r)
+    if inner.sum() < 10 or outer.sum() < 10:
+        return label
+    sig = 4.0 * r
+
+    def local_level(mask):
+        num = ndimage.gaussian_filter(np.where(mask, sm, 0.0), sig)
+        den = ndimage.gaussian_filter(mask.astype(float), sig)
+        glob = float(np.median(sm[mask]))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(den > 1e-3, num / den, glob)
+
+    lvl_nmc, lvl_out = local_level(inner), local_level(outer)
+    sign = np.sign(lvl_nmc - lvl_out)
+    thr = 0.5 * (lvl_nmc + lvl_out)
+    candidate = nmc | (d_out <= r)
+    new_nmc = candidate & (sign * (sm - thr) > 0) & (label != VOID) | (nmc & (sign * (sm - thr) > 0))
+    # keep NMC pieces of a meaningful size (bigger than the band), fill pinholes
+    lab, n = ndimage.label(new_nmc)
+    if n:
+        sizes = np.bincount(lab.ravel())
+        new_nmc &= sizes[lab] >= np.pi * r ** 2
+    out = label.copy()
+    gained = new_nmc & ~nmc
+    lost = nmc & ~new_nmc
+    out[gained] = NMC
+    dark = float(np.percentile(sm, 1.0))
+    void_thr = 0.5 * (lvl_out + dark)
+    darker = np.sign(lvl_out - dark) * (void_thr - sm) > 0
+    out[lost & darker] = VOID
+    out[lost & ~darker] = ELECTROLYTE
+    # pieces that left NMC and are mostly rimmed by NMC are cracks (empty), however grey the blur
+    lost_lab, n_lost = ndimage.label(lost)
+    if n_lost:
+        rim = ndimage.binary_dilation(lost) & ~lost
+        near = ndimage.grey_dilation(lost_lab, size=3)
+        tot = np.bincount(near[rim], minlength=n_lost + 1)
+        on_nmc = np.bincount(near[rim & new_nmc], minlength=n_lost + 1)
+        crack = on_nmc >= 0.6 * np.maximum(tot, 1)
+        crack[0] = False
+        out[crack[lost_lab] & lost] = VOID
+    return out
+
+
+def refine_empty_boundaries(label: np.ndarray, sem_image: np.ndarray, pixel_size_nm: float, *,
+                            band_nm: float = 90.0) -> np.ndarray:
+    """Snap the boundary between empty (void / vacuum) and electrolyte-textured pixels to the SEM contrast.
+
+    Within ``band_nm`` of the empty regions of a first label map, a pixel is empty when its smoothed SEM
+    grey value is on the empty side of the midpoint between the local empty level and the local
+    electrolyte level; only pixels connected to the first empty regions can join them (isolated dark
+    electrolyte pores stay electrolyte).
+
+    Parameters
+    ----------
+    label : ndarray of int, shape (ny, nx)
+        Texture classes (1 NMC, 3 electrolyte-like, 4 empty).
+    sem_image : ndarray, shape (ny, nx)
+    pixel_size_nm : float
+    band_nm : float
+
+    Returns
+    -------
+    ndarray, same shape and dtype as ``label``
+    """
+    empty = label == VOID
+    ely = label == ELECTROLYTE
+    if empty.sum() < 10 or ely.sum() < 10:
+        return label
+    px = float(pixel_size_nm)
+    r = max(band_nm / px, 1.0)
+    sm = ndimage.gaussian_filter(np.asarray(sem_image, dtype=float), 1.5)
+    d_in = ndimage.distance_transform_edt(empty)
+    d_out = ndimage.distance_transform_edt(~empty)
+    inner = empty & (d_in > 0.25 * r)
+    outer = ely & (d_out > r)
+    if inner.sum() < 10 or outer.sum() < 10:
+        return label
+    sig = 4.0 * r
+
+    def local_level(mask):
+        num = ndimage.gaussian_filter(np.where(mask, sm, 0.0), sig)
+        den = ndimage.gaussian_filter(mask.astype(float), sig)
+        glob = float(np.median(sm[mask]))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(den > 1e-3, num / den, glob)
+
+    lvl_e, lvl_o = local_level(inner), local_level(outer)
+    sign = np.sign(lvl_e - lvl_o)
+    thr = 0.5 * (lvl_e + lvl_o)
+    candidate = empty | (ely & (d_out <= r))
+    new_empty = candidate & (sign * (sm - thr) > 0)
+    new_empty = ndimage.binary_propagation(new_empty & empty, mask=new_empty)
+    out = label.copy()
+    out[new_empty & ~empty] = VOID
+    out[empty & ~new_empty & (d_in <= r)] = ELECTROLYTE
+    return out
+
+
+def mark_cracks(label: np.ndarray, sem_image: np.ndarray, pixel_size_nm: float, *,
+                max_width_nm: float = 90.0, nmc_rim_fraction: float = 0.6) -> np.ndarray:
+    """Label thin dark pieces enclosed by NMC (cracks) as empty.
+
+    Non-NMC pixels that disappear under a morphological opening with a disc of ``max_width_nm`` diameter
+    are thin structures; a connected thin piece whose rim is at least ``nmc_rim_fraction`` NMC and whose
+    darkest fifth is darker than the midpoint between the electrolyte level and the darkest level of the
+    image is a crack. Electrolyte-filled gaps between particles are as thin but electrolyte-grey, and stay.
+
+    Parameters
+    ----------
+    label : ndarray of int, shape (ny, nx)
+        Texture classes (1 NMC, 3 electrolyte-like, 4 empty).
+    sem_image : ndarray, shape (ny, nx)
+    pixel_size_nm : float
+    max_width_nm : float
+    nmc_rim_fraction : float
+
+    Returns
+    -------
+    ndarray, same shape and dtype as ``label``
+    """
+    from skimage.morphology import disk
+
+    nmc = label == NMC
+    ely = label == ELECTROLYTE
+    if not nmc.any() or not ely.any():
+        return label
+    r = max(int(round(max_width_nm / 2.0 / pixel_size_nm)), 1)
+    non = ~nmc
+    opened = ndimage.binary_opening(np.pad(non, r + 1, constant_values=True), structure=disk(r))
+    thin = non & ~opened[r + 1:-r - 1, r + 1:-r - 1]
+    lab, n = ndimage.label(thin)
+    if n == 0:
+        return label
+    sm = ndimage.gaussian_filter(np.asarray(sem_image, dtype=float), 1.0)
+    ely_level = float(np.median(sm[ely]))
+    dark_level = float(np.percentile(sm, 1.0))
+    thr = 0.5 * (ely_level + dark_level)
+    sign = np.sign(ely_level - dark_level)
+    rim = ndimage.binary_dilation(thin) & ~thin
+    near = ndimage.grey_dilation(lab, size=3)
+    tot = np.bincount(near[rim], minlength=n + 1)
+    on_nmc = np.bincount(near[rim & nmc], minlength=n + 1)
+    order = np.argsort(lab.ravel(), kind="stable")
+    counts = np.bincount(lab.ravel(), minlength=n + 1)
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    vals = sm.ravel()[order]
+    out = label.copy()
+    for i in range(1, n + 1):
+        if counts[i] < 3 or on_nmc[i] < nmc_rim_fraction * max(tot[i], 1):
+            continue
+        piece = vals[starts[i]:starts[i + 1]]
+        dark = np.percentile(piece, 20) if sign > 0 else np.percentile(piece, 80)
+        if sign * (thr - dark) > 0:
+            out[lab == i] = VOID
+    return out
+
+
+def interphase_thickness_map(nmc: np.ndarray, electrolyte: np.ndarray, interphase_fraction: np.ndarray,
+                             pixel_size_nm: float, *, max_nm: float = 450.0,
+                             smooth_nm: float = 50.0) -> np.ndarray:
+    """Local interphase thickness at each NMC surface pixel from an interphase-fraction map.
+
+    Every electrolyte-side pixel within ``max_nm`` of NMC hands its interphase fraction to its nearest
+    NMC pixel; the sum times the pixel size is the thickness there (area per unit boundary length: the
+    amount is conserved when the STXM PSF blurs a band), smoothed along the surface over ``smooth_nm``.
+
+    Parameters
+    ----------
+    nmc, electrolyte : ndarray of bool, shape (ny, nx)
+        NMC and electrolyte-textured (electrolyte or interphase) pixels.
+    interphase_fraction : ndarray, shape (ny, nx)
+        Fraction of interphase in each pixel (0–1), e.g. upsampled from STXM.
+    pixel_size_nm : float
+    max_nm : float
+        Farthest an interphase pixel may be from NMC.
+    smooth_nm : float
+        Gaussian smoothing along the surface (sigma).
+
+    Returns
+    -------
+    ndarray of float32, shape (ny, nx)
+        Thickness in nm on NMC surface pixels (0 elsewhere).
+
+    Examples
+    --------
+    >>> nmc = np.zeros((20, 40), bool); nmc[:, :20] = True
+    >>> frac = np.zeros((20, 40)); frac[:, 20:25] = 1.0          # a 5-pixel band
+    >>> t = interphase_thickness_map(nmc, ~nmc, frac, 10.0, smooth_nm=20.0)
+    >>> float(np.round(t[10, 19], 6))
+    50.0
+    """
+    px = float(pixel_size_nm)
+    dist, (iy, ix) = ndimage.distance_transform_edt(~nmc, return_indices=True)
+    cand = electrolyte & ~nmc & (dist * px <= max_nm)
+    flat_near = (iy * nmc.shape[1] + ix)[cand]
+    acc = np.bincount(flat_near, weights=np.clip(interphase_fraction[cand], 0, 1) * px,
+                      minlength=nmc.size).reshape(nmc.shape)
+    surface = nmc & ~ndimage.binary_erosion(nmc, border_value=1)
+    # only the surface pixels that received something from the electrolyte side count as that surface
+    receiving = np.zeros(nmc.size, bool)
+    receiving[np.unique(flat_near)] = True
+    receiving = receiving.reshape(nmc.shape) & surface
+    sig = max(smooth_nm / px, 0.5)
+    num = ndimage.gaussian_filter(acc, sig, mode="constant")
+    den = ndimage.gaussian_filter(receiving.astype(float), sig, mode="constant")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = np.where(receiving & (den > 1e-6), num / den, 0.0)
+    return t.astype(np.float32)
+
+
+def segment_lamella(od_stacks: dict, registrations: dict, sem, *, reference_edge: str | None = None,
+                    psf_fwhm_nm: float = 50.0, interphase_max_nm: float = 400.0,
+                    n_train_per_class: int = 20000, n_trees: int = 40, chem_floor: float = 0.05,
+                    crack_max_nm: float = 90.0,
+                    random_state: int = 0) -> Segmentation:
+    """Segment one lamella into outside / NMC / interphase / electrolyte / void on the SEM grid.
+
+    Parameters
+    ----------
+    od_stacks : dict of str to Stack
+        Aligned OD stacks per edge (``"Ni-L"`` needed for NMC; ``"S-L"`` optional).
+    registrations : dict of str to Registration
+        Per edge, STXM pixel → SEM pixel.
+    sem : SemImage
+    reference_edge : str, optional
+        STXM grid for the chemistry (default Ni-L).
+    psf_fwhm_nm : float
+        STXM resolution (zone-plate spot FWHM).
+    interphase_max_nm : float
+        Thickest interphase expected.
+    n_train_per_class : int
+        SEM pixels per class used to train the SEM-resolution classifier.
+    n_trees : int
+        Trees of the random forest.
+    crack_max_nm : float
+        Widest thin dark piece inside NMC taken for a crack (transverse cracks are 20–60 nm; the SEM blur
+        widens them).
+    chem_floor : float
+        Floor added to the chemistry prior (0–1) before it multiplies the SEM texture probabilities: how
+        far the SEM may overrule the upsampled chemistry.
+    random_state : int
+
+    Returns
+    -------
+    Segmentation
+    """
+    from sklearn.ensemble import RandomForestClassifier
+
+    t0 = time.perf_counter()
+    ref_edge, cubes = to_reference_grid(od_stacks, registrations, reference_edge)
+    energies = {e: np.asarray(st.energies_ev, dtype=float) for e, st in od_stacks.items()}
+    sigma0 = {e: od_noise_scale(np.asarray(st.data, dtype=float)) for e, st in od_stacks.items()}
+    stxm_px = float(od_stacks[ref_edge].pixel_size_nm)
+    chem = classify_stxm(cubes, energies, stxm_px, psf_fwhm_nm=psf_fwhm_nm,
+                         interphase_max_nm=interphase_max_nm, sigma0=sigma0)
+    t_chem = time.perf_counter()
+
+    image = np.asarray(sem.image, dtype=np.float32)
+    sem_px = float(sem.pixel_size_nm)
+    shape = image.shape
+    matrix = np.asarray(registrations[ref_edge].matrix, dtype=float)
+    # chemistry on the SEM grid: texture-class fractions NMC / electrolyte(+interphase) / empty
+    frac_sem = warp_to_sem(chem["fractions"], matrix, shape, order=1, cval=np.nan)
+    inside = np.all(np.isfinite(frac_sem), axis=0)
+    f_int_sem = np.nan_to_num(warp_to_sem(chem["interphase_fraction"], matrix, shape, order=1, cval=np.nan))
+    stxm_cls_sem = warp_to_sem(chem["classes"].astype(float), matrix, shape, order=0, cval=np.nan)
+
+    feats = _sem_features(image, sem_px)
+    n_feat = feats.shape[-1]
+    flat_feats = feats.reshape(-1, n_feat)
+
+    # training labels (self-training): confident chemistry far from STXM class boundaries
+    texture = np.full(shape, -1, np.int16)
+    cls = np.nan_to_num(stxm_cls_sem, nan=-1).astype(np.int16)
+    texture[cls == NMC] = NMC
+    texture[(cls == ELECTROLYTE) | (cls == INTERPHASE)] = ELECTROLYTE
+    texture[(cls == VOID) | (cls == OUTSIDE)] = VOID
+    conf = np.nan_to_num(np.max(frac_sem, axis=0), nan=0.0) > 0.8
+    margin_px = int(np.ceil((stxm_px + psf_fwhm_nm) / sem_px))
+    rng = np.random.default_rng(random_state)
+    train_idx = []
+    for c in (NMC, ELECTROLYTE, VOID):
+        m = ndimage.binary_erosion(texture == c, iterations=margin_px) & conf & inside
+        idx = np.flatnonzero(m)
+        if idx.size > n_train_per_class:
+            idx = rng.choice(idx, n_train_per_class, replace=False)
+        train_idx.append(idx)
+    train_idx = np.concatenate(train_idx)
+    y = texture.ravel()[train_idx]
+    present = np.unique(y)
+    rf = RandomForestClassifier(n_estimators=n_trees, max_depth=16, min_samples_leaf=5, n_jobs=-1,
+                                random_state=random_state)
+    rf.fit(flat_feats[train_idx], y)
+    col = {NMC: 0, ELECTROLYTE: 1, VOID: 2}
+    p_sem = np.zeros((flat_feats.shape[0], 3), np.float32)
+    for start in range(0, flat_feats.shape[0], 200000):
+        pr = rf.predict_proba(flat_feats[start:start + 200000])
+        for j, c in enumerate(rf.classes_):
+            p_sem[start:start + 200000, col[int(c)]] = pr[:, j]
+    p_sem = np.moveaxis(p_sem.reshape(shape[0], shape[1], 3), -1, 0)
+    t_rf = time.perf_counter()
+
+    # combine: SEM texture likelihood × chemistry prior (tempered, floored so the SEM can overrule a
+    # blurred or slightly misregistered chemistry at boundaries); SEM alone outside the STXM field
+    prior = np.where(inside[None], np.nan_to_num(frac_sem), 1.0 / 3.0)
+    post = p_sem * (prior + chem_floor)
+    post /= np.maximum(post.sum(axis=0, keepdims=True), 1e-12)
+    label = np.array([NMC, ELECTROLYTE, VOID])[np.argmax(post, axis=0)]
+    label = refine_nmc_boundaries(label, image, sem_px, band_nm=stxm_px + psf_fwhm_nm)
+    label = refine_empty_boundaries(label, image, sem_px, band_nm=stxm_px + psf_fwhm_nm)
+    label = mark_cracks(label, image, sem_px, max_width_nm=crack_max_nm)
+    empty = label == VOID
+    # outside: empty regions along the field border (lamella edge) or mostly outside on the STXM grid
+    outside = split_empty(empty, sem_px, vacuum=cls == OUTSIDE)
+    classes = label.astype(np.uint8)
+    classes[outside] = OUTSIDE
+    # interphase: a band on the electrolyte side of the NMC surface whose local thickness is the amount
+    # of interphase the chemistry measured there (conserved by the PSF blur and the resampling)
+    nmc_sem = label == NMC
+    p_int = np.zeros(shape, np.float32)
+    thickness_nm = np.zeros(shape, np.float32)
+    if nmc_sem.any() and f_int_sem.max() > 0:
+        thickness_nm = interphase_thickness_map(nmc_sem, label == ELECTROLYTE, f_int_sem, sem_px,
+                                                max_nm=interphase_max_nm + psf_fwhm_nm,
+                                                smooth_nm=2.0 * psf_fwhm_nm)
+        dist, (iy, ix) = ndimage.distance_transform_edt(~nmc_sem, return_indices=True)
+        t_here = thickness_nm[iy, ix]
+        depth_nm = (dist - 0.5) * sem_px
+        band = (label == ELECTROLYTE) & (depth_nm <= t_here) & (t_here >= 0.5 * sem_px)
+        classes[band] = INTERPHASE
+        # soft: logistic in depth around the band edge (width: one SEM pixel)
+        p_int = np.where(label == ELECTROLYTE,
+                         1.0 / (1.0 + np.exp((depth_nm - t_here) / sem_px)), 0.0).astype(np.float32)
+        p_int[t_here < 0.5 * sem_px] = 0.0
+    probs = np.zeros((5,) + shape, np.float32)
+    probs[NMC] = post[0]
+    probs[ELECTROLYTE] = post[1] * (1 - p_int)
+    probs[INTERPHASE] = post[1] * p_int
+    probs[OUTSIDE] = post[2] * outside
+    probs[VOID] = post[2] * ~outside
+    t_end = time.perf_counter()
+    details = {
+        "reference_edge": ref_edge,
+        "stxm": chem,
+        "stxm_pixel_nm": stxm_px,
+        "sem_pixel_nm": sem_px,
+        "n_train": {int(c): int(np.sum(y == c)) for c in present},
+        "sem_texture_probabilities": p_sem,
+        "interphase_thickness_nm": thickness_nm,
+        "timings_s": {"chemistry": t_chem - t0, "sem_classifier": t_rf - t_chem, "total": t_end - t0},
+    }
+    return Segmentation(classes=classes, probabilities=probs, details=details)
