@@ -1,0 +1,188 @@
+"""``ceimap demo`` on the three example lamellae: every CONTRACT output, checked against ground truth.
+
+Slow (the whole pipeline on three lamellae): run with ``--slow``. The figures measured here are quoted in
+the issue notes; the tolerances are what the first implementation of each stage reaches, and later issues
+tighten them (issue 4: macro F1 >= 0.95; issue 5: thickness within 10 %).
+"""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+from sklearn.metrics import f1_score
+
+from stats.cli import main
+
+pytestmark = pytest.mark.slow
+
+EXAMPLES = ("charged", "cycled_4p25v", "cycled_4p7v")
+PARTICLE_COLUMNS = [
+    "particle_id", "area_nm2", "equivalent_diameter_nm", "centroid_x_nm", "centroid_y_nm", "egt2g_mean",
+    "egt2g_sd", "egt2g_n", "contact_ratio_electrolyte", "contact_ratio_void",
+    "egt2g_surface_electrolyte_mean", "egt2g_surface_void_mean",
+]
+THICKNESS_COLUMNS = ["particle_id", "x_nm", "y_nm", "thickness_nm"]
+
+
+@pytest.fixture(scope="module")
+def demo_out(tmp_path_factory, datasets_dir):
+    out = tmp_path_factory.mktemp("demo") / "ceimap-demo"
+    assert main(["demo", "--out", str(out), "--datasets", str(datasets_dir)]) == 0
+    return out
+
+
+def truth_of(datasets_dir, name):
+    truth = datasets_dir / name / "truth"
+    return {
+        "classes": tifffile.imread(truth / "classes.tif"),
+        "particles": tifffile.imread(truth / "particles.tif"),
+        "particles_table": pd.read_csv(truth / "particles.csv"),
+        "thickness": pd.read_csv(truth / "thickness.csv"),
+    }
+
+
+def macro_f1(pred, truth):
+    """Macro F1 over the classes present in the truth, inside the lamella (truth class > 0)."""
+    inside = truth > 0
+    labels = [c for c in (1, 2, 3, 4) if np.any(truth == c)]
+    return f1_score(truth[inside], pred[inside], labels=labels, average="macro", zero_division=0)
+
+
+def fraction_of_truth_particles_matched(run, truth, min_iou=0.8):
+    pred = tifffile.imread(run / "particles.tif")
+    ious = []
+    for tid in np.unique(truth["particles"][truth["particles"] > 0]):
+        inside = truth["particles"] == tid
+        overlap = pred[inside]
+        overlap = overlap[overlap > 0]
+        if overlap.size == 0:
+            ious.append(0.0)
+            continue
+        match = pred == np.bincount(overlap).argmax()
+        ious.append((inside & match).sum() / (inside | match).sum())
+    return float(np.mean(np.array(ious) >= min_iou))
+
+
+def particle_ratio_correlation(run, truth):
+    """Pearson r of per-particle mean e_g/t_2g with the truth bulk ratio (particles matched by overlap)."""
+    pred_ids = tifffile.imread(run / "particles.tif")
+    table = pd.read_csv(run / "particles.csv").set_index("particle_id")
+    truth_table = truth["particles_table"].set_index("particle_id")
+    pairs = []
+    for pid in table.index:
+        overlap = truth["particles"][pred_ids == pid]
+        overlap = overlap[overlap > 0]
+        if overlap.size == 0:
+            continue
+        tid = np.bincount(overlap).argmax()
+        if np.isfinite(table.loc[pid, "egt2g_mean"]) and tid in truth_table.index:
+            pairs.append((table.loc[pid, "egt2g_mean"], truth_table.loc[tid, "egt2g_bulk"]))
+    pairs = np.array(pairs)
+    return np.corrcoef(pairs[:, 0], pairs[:, 1])[0, 1], len(pairs)
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_every_contract_output_exists_and_parses(demo_out, name):
+    run = demo_out / name
+    classes = tifffile.imread(run / "classes.tif")
+    assert classes.dtype == np.uint8 and set(np.unique(classes)) <= {0, 1, 2, 3, 4}
+    particles = tifffile.imread(run / "particles.tif")
+    assert particles.dtype == np.uint32 and particles.shape == classes.shape
+    assert np.all(classes[particles > 0] == 1)
+    egt2g = tifffile.imread(run / "egt2g.tif")
+    assert egt2g.dtype == np.float32 and egt2g.shape == classes.shape
+    registration = json.loads((run / "registration.json").read_text())
+    for edge in ("Ni-L", "S-L"):
+        assert np.asarray(registration[edge]["matrix"]).shape == (3, 3)
+        assert np.isfinite(registration[edge]["quality"])
+        assert len(registration[edge]["drift_shifts_px"]) == len(registration[edge]["energies_ev"])
+    assert list(pd.read_csv(run / "particles.csv").columns[: len(PARTICLE_COLUMNS)]) == PARTICLE_COLUMNS
+    assert list(pd.read_csv(run / "thickness.csv").columns[: len(THICKNESS_COLUMNS)]) == THICKNESS_COLUMNS
+    summary = json.loads((run / "summary.json").read_text())
+    for key in ("sem_pixel_nm", "class_fractions", "n_particles", "interphase_thickness_nm", "egt2g",
+                "tests", "bimodality", "correlations", "provenance"):
+        assert key in summary, key
+    assert set(summary["class_fractions"]) == {"nmc", "interphase", "electrolyte", "void"}
+    assert {"mean", "sd", "median", "n", "resolvable"} <= set(summary["interphase_thickness_nm"])
+    for region in ("bulk", "surface_electrolyte", "surface_void"):
+        assert {"mean", "sd", "n"} <= set(summary["egt2g"][region])
+    test = summary["tests"]["surface_electrolyte_vs_void"]
+    assert {"p_value", "statistic", "method", "effect", "n_units"} <= set(test)
+    assert "bimodal" in summary["bimodality"]["bulk_particles"]
+    assert "dip_p" in summary["bimodality"]["bulk_particles"]
+    for key in ("egt2g_vs_size", "egt2g_vs_contact_ratio"):
+        assert {"r", "p", "method"} <= set(summary["correlations"][key])
+    inputs = summary["provenance"]["inputs"]
+    assert inputs and all(len(item["sha256"]) == 64 for item in inputs)
+    html = (run / "report.html").read_text()
+    assert "<html" in html.lower() and "data:image/png;base64" in html
+
+
+def test_compare_outputs(demo_out):
+    compare = json.loads((demo_out / "compare" / "compare.json").read_text())
+    assert {"p_value", "method", "per_sample"} <= set(compare["interphase_thickness"])
+    assert {"p_value", "method"} <= set(compare["egt2g_bulk"])
+    assert (demo_out / "compare" / "report.html").is_file()
+
+
+def test_report_rerenders_without_recomputing(demo_out, tmp_path):
+    run = demo_out / "cycled_4p25v"
+    before = (run / "summary.json").read_text()
+    (run / "report.html").unlink()
+    assert main(["report", str(run)]) == 0
+    assert (run / "report.html").is_file()
+    assert (run / "summary.json").read_text() == before
+
+
+def test_cycled_4p25v_against_truth(demo_out, datasets_dir, record_property):
+    run = demo_out / "cycled_4p25v"
+    truth = truth_of(datasets_dir, "cycled_4p25v")
+    classes = tifffile.imread(run / "classes.tif")
+    f1 = macro_f1(classes, truth["classes"])
+    summary = json.loads((run / "summary.json").read_text())
+    thickness = summary["interphase_thickness_nm"]
+    truth_mean = truth["thickness"]["thickness_nm"].mean()
+    r, n = particle_ratio_correlation(run, truth)
+    matched = fraction_of_truth_particles_matched(run, truth)
+    record_property("macro_f1", f1)
+    record_property("thickness_mean_nm", thickness["mean"])
+    record_property("truth_thickness_mean_nm", truth_mean)
+    record_property("ratio_r", r)
+    print(f"cycled_4p25v: macro F1 {f1:.3f}; thickness {thickness['mean']:.1f} nm vs truth {truth_mean:.1f} nm; "
+          f"per-particle ratio r = {r:.3f} over {n} particles; {matched:.0%} particles matched (IoU >= 0.8)")
+    assert f1 >= MIN_MACRO_F1
+    assert matched >= MIN_PARTICLES_MATCHED
+    assert thickness["resolvable"] is True
+    assert abs(thickness["mean"] - truth_mean) <= MAX_THICKNESS_REL_ERROR * truth_mean
+    assert r >= MIN_RATIO_R
+
+
+def test_charged_has_no_resolvable_interphase(demo_out, datasets_dir):
+    summary = json.loads((demo_out / "charged" / "summary.json").read_text())
+    assert summary["class_fractions"]["interphase"] < MAX_CHARGED_INTERPHASE_FRACTION
+    assert summary["interphase_thickness_nm"]["resolvable"] is False
+    truth = truth_of(datasets_dir, "charged")
+    assert macro_f1(tifffile.imread(demo_out / "charged" / "classes.tif"), truth["classes"]) >= MIN_MACRO_F1_CHARGED
+
+
+def test_cycled_4p7v_interphase_resolved_and_bulk_bimodal(demo_out, datasets_dir):
+    run = demo_out / "cycled_4p7v"
+    summary = json.loads((run / "summary.json").read_text())
+    truth = truth_of(datasets_dir, "cycled_4p7v")
+    assert macro_f1(tifffile.imread(run / "classes.tif"), truth["classes"]) >= MIN_MACRO_F1_4P7V
+    assert summary["interphase_thickness_nm"]["resolvable"] is True
+    assert summary["bimodality"]["bulk_particles"]["bimodal"] is True
+
+
+# First-implementation tolerances; the measured figures are in the issue note (4.25 V: macro F1 0.932,
+# thickness 77.5 nm vs truth 94.2 nm, per-particle ratio r 0.997, 13/13 particles matched). Later
+# issues tighten them to their targets (macro F1 >= 0.95, thickness within 10 %).
+MIN_MACRO_F1 = 0.90  # 4.25 V
+MIN_MACRO_F1_CHARGED = 0.95  # measured 0.982 (no interphase in truth: three classes)
+MIN_MACRO_F1_4P7V = 0.88  # measured 0.909
+MAX_THICKNESS_REL_ERROR = 0.25
+MIN_RATIO_R = 0.98
+MIN_PARTICLES_MATCHED = 0.9
+MAX_CHARGED_INTERPHASE_FRACTION = 0.005
