@@ -668,6 +668,16 @@ def _sem_features(sem: np.ndarray, pixel_size_nm: float) -> np.ndarray:
     return multiscale_basic_features(img, sigma_min=1.0, sigma_max=sigma_max, num_sigma=5).astype(np.float32)
 
 
+def _local_level(image, mask, sigma_px):
+    """Local mean of ``image`` over ``mask`` (Gaussian-weighted, width ``sigma_px``); global median where
+    the mask has no weight nearby."""
+    num = ndimage.gaussian_filter(np.where(mask, image, 0.0), sigma_px)
+    den = ndimage.gaussian_filter(mask.astype(float), sigma_px)
+    glob = float(np.median(image[mask]))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 1e-3, num / den, glob)
+
+
 def refine_nmc_boundaries(label: np.ndarray, sem_image: np.ndarray, pixel_size_nm: float, *,
                           band_nm: float = 90.0) -> np.ndarray:
     """Snap the NMC boundary to the SEM contrast with a local threshold.
@@ -706,14 +716,7 @@ def refine_nmc_boundaries(label: np.ndarray, sem_image: np.ndarray, pixel_size_n
         return label
     sig = 4.0 * r
 
-    def local_level(mask):
-        num = ndimage.gaussian_filter(np.where(mask, sm, 0.0), sig)
-        den = ndimage.gaussian_filter(mask.astype(float), sig)
-        glob = float(np.median(sm[mask]))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(den > 1e-3, num / den, glob)
-
-    lvl_nmc, lvl_out = local_level(inner), local_level(outer)
+    lvl_nmc, lvl_out = _local_level(sm, inner, sig), _local_level(sm, outer, sig)
     sign = np.sign(lvl_nmc - lvl_out)
     thr = 0.5 * (lvl_nmc + lvl_out)
     candidate = nmc | (d_out <= r)
@@ -781,14 +784,7 @@ def refine_empty_boundaries(label: np.ndarray, sem_image: np.ndarray, pixel_size
         return label
     sig = 4.0 * r
 
-    def local_level(mask):
-        num = ndimage.gaussian_filter(np.where(mask, sm, 0.0), sig)
-        den = ndimage.gaussian_filter(mask.astype(float), sig)
-        glob = float(np.median(sm[mask]))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(den > 1e-3, num / den, glob)
-
-    lvl_e, lvl_o = local_level(inner), local_level(outer)
+    lvl_e, lvl_o = _local_level(sm, inner, sig), _local_level(sm, outer, sig)
     sign = np.sign(lvl_e - lvl_o)
     thr = 0.5 * (lvl_e + lvl_o)
     candidate = empty | (ely & (d_out <= r))

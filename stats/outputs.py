@@ -7,8 +7,6 @@ file is complete, so a failed or interrupted run never leaves a half-written res
 from __future__ import annotations
 
 import hashlib
-import json
-import math
 import os
 import platform
 import shutil
@@ -32,31 +30,6 @@ def sha256_of(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def json_safe(value):
-    """Convert numpy scalars/arrays and non-finite floats into plain JSON values (NaN/inf → None)."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return json_safe(value.tolist())
-    if isinstance(value, (np.bool_, bool)):
-        return bool(value)
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        value = float(value)
-        return value if math.isfinite(value) else None
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Write ``data`` as indented JSON (NaN-free)."""
-    Path(path).write_text(json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n")
 
 
 def check_output_folder(out: Path, input_paths: list[Path], *, overwrite: bool) -> None:

@@ -14,14 +14,14 @@ import numpy as np
 import pandas as pd
 
 from segment import CLASS_CODES
+from segment.io.jsonfile import write_json
 from segment.lamella import Lamella
 from segment.pipeline import NI_EDGE, S_EDGE, PipelineResult, process_lamella
 from segment.register import labels_to_stxm, warp_to_sem
 from segment.spectra import mean_spectra_by_label
 
 from .analysis import Analysis, analyse_maps
-from .outputs import (AtomicFolder, check_output_folder, provenance, write_csv, write_json,
-                      write_tiff)
+from .outputs import AtomicFolder, check_output_folder, provenance, write_csv, write_tiff
 from .report import write_report
 
 CLASS_NAMES = {code: name for name, code in CLASS_CODES.items()}

@@ -25,3 +25,8 @@ fi
 
 python3 -m pip install --quiet --upgrade pip
 python3 -m pip install --quiet -e ".[test]"
+
+# MANTiS's file readers check that the NXstxm and .ncb files ceimap writes open in MANTiS. Its GUI
+# dependencies (PyQt5, pyqtgraph) are left out on purpose: they would clash with napari's PyQt6, and the
+# readers need only numpy, scipy and h5py.
+python3 -m pip install --quiet --no-deps "mantis-xray==3.3.0"

@@ -21,6 +21,7 @@ import tifffile
 import tomli_w
 
 from ..errors import CeimapInputError
+from ..io.jsonfile import write_json
 from .generate import SyntheticLamella, make_lamella
 
 EXAMPLES: dict[str, int] = {"charged": 1101, "cycled_4p25v": 2202, "cycled_4p7v": 3307}
@@ -30,25 +31,8 @@ TRUTH_FILES = ("classes.tif", "particles.tif", "egt2g.tif", "particles.csv", "th
                "transforms.json", "truth.json")
 
 
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, (np.bool_,)):
-        return bool(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        v = float(obj)
-        return v if np.isfinite(v) else None
-    return obj
-
-
 def _write_json(path: Path, obj) -> None:
-    path.write_text(json.dumps(_jsonable(obj), indent=1) + "\n")
+    write_json(path, obj, indent=1)
 
 
 def _sem_integers(synth: SyntheticLamella) -> np.ndarray:

@@ -18,8 +18,8 @@ def ni_l_energies(fine_step_ev: float = 0.25) -> np.ndarray:
 
     Examples
     --------
-    >>> e = ni_l_energies(0.25); (len(e), e[0], e[-1])
-    (61, 845.0, 875.0)
+    >>> e = ni_l_energies(0.25); (len(e), float(e[0]), float(e[-1]))
+    (59, 845.0, 875.0)
     """
     parts = [np.arange(845.0, 848.0, 1.0), np.arange(848.0, 856.0 + 1e-9, fine_step_ev),
              np.arange(857.0, 866.0, 1.0), np.arange(866.0, 871.0 + 1e-9, 0.5), np.arange(872.0, 875.0 + 1e-9, 1.5)]
@@ -31,7 +31,7 @@ def s_l_energies(fine_step_ev: float = 0.2) -> np.ndarray:
 
     Examples
     --------
-    >>> e = s_l_energies(0.2); (len(e), e[0], e[-1])
+    >>> e = s_l_energies(0.2); (len(e), float(e[0]), float(e[-1]))
     (52, 158.0, 180.0)
     """
     parts = [np.arange(158.0, 162.0, 0.5), np.arange(162.0, 167.0 + 1e-9, fine_step_ev),
