@@ -678,6 +678,31 @@ def _local_level(image, mask, sigma_px):
         return np.where(den > 1e-3, num / den, glob)
 
 
+def _local_contrast(smoothed, region, surroundings, band_px, *, inner_margin_px):
+    """Which pixels lie on ``region``'s side of the local midpoint grey level between it and its surroundings.
+
+    The region's level is taken over its pixels deeper than ``inner_margin_px``, the surroundings' level
+    over ``surroundings`` pixels farther than ``band_px`` from the region, both as local means (width
+    ``4 * band_px``); contrast of either sign works.
+
+    Returns
+    -------
+    (region_side, d_in, d_out, level_surroundings) or None
+        Boolean map of the region's side, the distance maps inside / outside the region (px) and the
+        local surroundings level; None when either reference has fewer than 10 pixels.
+    """
+    d_in = ndimage.distance_transform_edt(region)
+    d_out = ndimage.distance_transform_edt(~region)
+    inner = region & (d_in > inner_margin_px)
+    outer = surroundings & (d_out > band_px)
+    if inner.sum() < 10 or outer.sum() < 10:
+        return None
+    sigma_px = 4.0 * band_px
+    level_in, level_out = _local_level(smoothed, inner, sigma_px), _local_level(smoothed, outer, sigma_px)
+    region_side = np.sign(level_in - level_out) * (smoothed - 0.5 * (level_in + level_out)) > 0
+    return region_side, d_in, d_out, level_out
+
+
 def refine_nmc_boundaries(label: np.ndarray, sem_image: np.ndarray, pixel_size_nm: float, *,
                           band_nm: float = 90.0) -> np.ndarray:
     """Snap the NMC boundary to the SEM contrast with a local threshold.
@@ -705,22 +730,14 @@ def refine_nmc_boundaries(label: np.ndarray, sem_image: np.ndarray, pixel_size_n
     nmc = label == NMC
     if not nmc.any() or nmc.all():
         return label
-    px = float(pixel_size_nm)
-    r = max(band_nm / px, 1.0)
+    r = max(band_nm / float(pixel_size_nm), 1.0)
     sm = ndimage.gaussian_filter(np.asarray(sem_image, dtype=float), 1.0)
-    d_in = ndimage.distance_transform_edt(nmc)
-    d_out = ndimage.distance_transform_edt(~nmc)
-    inner = nmc & (d_in > r)
-    outer = (label == ELECTROLYTE) & (d_out > r)
-    if inner.sum() < 10 or outer.sum() < 10:
+    contrast = _local_contrast(sm, nmc, label == ELECTROLYTE, r, inner_margin_px=r)
+    if contrast is None:
         return label
-    sig = 4.0 * r
-
-    lvl_nmc, lvl_out = _local_level(sm, inner, sig), _local_level(sm, outer, sig)
-    sign = np.sign(lvl_nmc - lvl_out)
-    thr = 0.5 * (lvl_nmc + lvl_out)
+    nmc_side, d_in, d_out, lvl_out = contrast
     candidate = nmc | (d_out <= r)
-    new_nmc = candidate & (sign * (sm - thr) > 0) & (label != VOID) | (nmc & (sign * (sm - thr) > 0))
+    new_nmc = candidate & nmc_side & (label != VOID) | (nmc & nmc_side)
     # keep NMC pieces of a meaningful size (bigger than the band), fill pinholes
     lab, n = ndimage.label(new_nmc)
     if n:
@@ -773,22 +790,14 @@ def refine_empty_boundaries(label: np.ndarray, sem_image: np.ndarray, pixel_size
     ely = label == ELECTROLYTE
     if empty.sum() < 10 or ely.sum() < 10:
         return label
-    px = float(pixel_size_nm)
-    r = max(band_nm / px, 1.0)
+    r = max(band_nm / float(pixel_size_nm), 1.0)
     sm = ndimage.gaussian_filter(np.asarray(sem_image, dtype=float), 1.5)
-    d_in = ndimage.distance_transform_edt(empty)
-    d_out = ndimage.distance_transform_edt(~empty)
-    inner = empty & (d_in > 0.25 * r)
-    outer = ely & (d_out > r)
-    if inner.sum() < 10 or outer.sum() < 10:
+    contrast = _local_contrast(sm, empty, ely, r, inner_margin_px=0.25 * r)
+    if contrast is None:
         return label
-    sig = 4.0 * r
-
-    lvl_e, lvl_o = _local_level(sm, inner, sig), _local_level(sm, outer, sig)
-    sign = np.sign(lvl_e - lvl_o)
-    thr = 0.5 * (lvl_e + lvl_o)
+    empty_side, d_in, d_out, _ = contrast
     candidate = empty | (ely & (d_out <= r))
-    new_empty = candidate & (sign * (sm - thr) > 0)
+    new_empty = candidate & empty_side
     new_empty = ndimage.binary_propagation(new_empty & empty, mask=new_empty)
     out = label.copy()
     out[new_empty & ~empty] = VOID
