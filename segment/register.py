@@ -574,9 +574,6 @@ def register_stxm_to_sem(stxm_image: np.ndarray, stxm_pixel_nm: float, sem_image
     def run(kind, m_start):
         tx0 = _matrix_to_itk(m_start, stxm_pixel_nm, fixed_px, kind, f_center)
         reg = sitk.ImageRegistrationMethod()
-        # One thread: per-thread partial sums of the metric are added in an order that varies between
-        # runs (differences ~1e-7 px); one thread makes a run bit-reproducible for little time here.
-        reg.SetNumberOfThreads(1)
         reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=n_bins)
         reg.SetMetricSamplingStrategy(reg.REGULAR)
         if seed <= 0:
@@ -591,7 +588,15 @@ def register_stxm_to_sem(stxm_image: np.ndarray, stxm_pixel_nm: float, sem_image
         reg.SetSmoothingSigmasPerLevel([2, 1, 0])
         reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOff()
         reg.SetInitialTransform(tx0, inPlace=False)
-        out = reg.Execute(fixed, moving)
+        # One thread for every ITK filter the registration runs (metric, pyramid): partial sums from
+        # several threads are added in an order that varies between runs (~1e-8 px), and a workflow
+        # that promises reproducible results must give the same matrix every time.
+        threads = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+        try:
+            out = reg.Execute(fixed, moving)
+        finally:
+            sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
         final = out.GetNthTransform(0) if hasattr(out, "GetNthTransform") else out
         try:
             final = final.Downcast()
