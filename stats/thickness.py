@@ -76,6 +76,24 @@ def assign_band_to_particles(classes: np.ndarray, particles: np.ndarray) -> np.n
     return owner
 
 
+def _particle_windows(particles: np.ndarray, owner: np.ndarray, pad_px: int):
+    """Per particle with an interphase band: ``(particle_id, window, nmc, band)`` over the bounding box of
+    the particle and its band, padded by ``pad_px``; ``nmc`` and ``band`` are boolean masks in the window."""
+    ny, nx = particles.shape
+    territory_all = np.where(owner > 0, owner, particles)
+    for k, obj in enumerate(ndimage.find_objects(territory_all)):
+        if obj is None:
+            continue
+        pid = k + 1
+        ys, xs = obj
+        window = (slice(max(ys.start - pad_px, 0), min(ys.stop + pad_px, ny)),
+                  slice(max(xs.start - pad_px, 0), min(xs.stop + pad_px, nx)))
+        nmc = particles[window] == pid
+        band = owner[window] == pid
+        if band.any() and nmc.any():
+            yield pid, window, nmc, band
+
+
 def _contour_points(indicator: np.ndarray, smooth_px: float, step_px: float = 0.05) -> np.ndarray:
     """Points (row, col) densely resampled along the ½ iso-contours of a (smoothed) indicator."""
     f = np.pad(indicator.astype(float), 2, constant_values=0.0)
@@ -188,7 +206,6 @@ def interphase_thickness(classes: np.ndarray, particles: np.ndarray, pixel_size_
     particles = np.asarray(particles).astype(np.int64)
     owner = assign_band_to_particles(classes, particles)
     columns = THICKNESS_COLUMNS + (["d_nmc_nm", "d_outer_nm", "outer"] if details else [])
-    territory_all = np.where(owner > 0, owner, particles)
     ny, nx = classes.shape
     soft = None
     if probabilities is not None and method != "edt" and (particles > 0).any():
@@ -197,17 +214,7 @@ def interphase_thickness(classes: np.ndarray, particles: np.ndarray, pixel_size_
         cell_all = particles[idx[0], idx[1]]           # Voronoi cell of every pixel: its nearest particle
         soft = (prob[NMC], prob[NMC] + prob[INTERPHASE], cell_all)
     rows = []
-    objects = ndimage.find_objects(territory_all)
-    for k, obj in enumerate(objects):
-        pid = k + 1
-        if obj is None:
-            continue
-        ys, xs = obj
-        sl = (slice(max(ys.start - 3, 0), min(ys.stop + 3, ny)), slice(max(xs.start - 3, 0), min(xs.stop + 3, nx)))
-        nmc = particles[sl] == pid
-        band = owner[sl] == pid
-        if not band.any() or not nmc.any():
-            continue
+    for pid, sl, nmc, band in _particle_windows(particles, owner, pad_px=3):
         territory = nmc | band
         samples = band & ndimage.binary_dilation(nmc, _CROSS)
         if not samples.any():
@@ -294,19 +301,8 @@ def thickness_area_check(classes: np.ndarray, particles: np.ndarray, pixel_size_
     """
     particles = np.asarray(particles).astype(np.int64)
     owner = assign_band_to_particles(classes, particles)
-    territory_all = np.where(owner > 0, owner, particles)
-    ny, nx = particles.shape
     rows = []
-    for k, obj in enumerate(ndimage.find_objects(territory_all)):
-        pid = k + 1
-        if obj is None:
-            continue
-        ys, xs = obj
-        sl = (slice(max(ys.start - 2, 0), min(ys.stop + 2, ny)), slice(max(xs.start - 2, 0), min(xs.stop + 2, nx)))
-        nmc = particles[sl] == pid
-        band = owner[sl] == pid
-        if not band.any() or not nmc.any():
-            continue
+    for pid, _, nmc, band in _particle_windows(particles, owner, pad_px=2):
         territory = nmc | band
         inner = _contour_length_next_to(nmc, band, smooth_px)
         outer = _contour_length_next_to(territory, band, smooth_px)
