@@ -10,5 +10,7 @@ they can be called and tested without Qt:
 - writer (:func:`napari_plugin._writer.write_classes`): a Labels layer of class codes → uint8 TIFF;
 - sample data (:mod:`napari_plugin._sample_data`): the three example lamellae of ``datasets/``.
 
-Widgets (preprocess, register, decompose, classify, measure) come later.
+- widgets (:mod:`napari_plugin._widgets`): preprocess, register, decompose, segment, measure — each gathers
+  layers and options and runs one function of :mod:`napari_plugin._actions` (plain functions over layers,
+  tested without Qt) in a napari worker thread.
 """

@@ -63,6 +63,29 @@ def affine_stxm_to_world(matrix_xy, sem_pixel_nm: float, n_leading: int = 1) -> 
     return out
 
 
+def stxm_world_matrix(matrix_xy, sem_pixel_nm, pixel_size_nm: float, origin_yx_nm=(0.0, 0.0)) -> np.ndarray:
+    """3×3 affine STXM pixel ``(y, x, 1)`` → world nm ``(y, x, 1)`` of a stack layer.
+
+    Registered (``matrix_xy`` and ``sem_pixel_nm`` given): through the registration onto the SEM frame; else by
+    the stack's own pixel size and stage origin.
+
+    Examples
+    --------
+    >>> stxm_world_matrix(None, None, 40.0, (100.0, 0.0)) @ [1, 2, 1]
+    array([140.,  80.,   1.])
+    """
+    if matrix_xy is not None and sem_pixel_nm is not None:
+        return affine_stxm_to_world(matrix_xy, sem_pixel_nm, n_leading=0)
+    p = float(pixel_size_nm)
+    return np.array([[p, 0.0, float(origin_yx_nm[0])], [0.0, p, float(origin_yx_nm[1])], [0.0, 0.0, 1.0]])
+
+
+def world_matrix_of_stack_meta(meta: dict) -> np.ndarray:
+    """:func:`stxm_world_matrix` of a stack layer from its metadata (as written by :func:`stack_layer`)."""
+    return stxm_world_matrix(meta.get("matrix_stxm_to_sem"), meta.get("sem_pixel_nm"), meta["pixel_size_nm"],
+                             (meta.get("origin_y_nm", 0.0), meta.get("origin_x_nm", 0.0)))
+
+
 def sem_layer(sem, name: str = "SEM") -> tuple:
     """Image layer data of a :class:`segment.lamella.SemImage`, scaled to nm."""
     p = float(sem.pixel_size_nm)
@@ -97,7 +120,8 @@ def stack_layer(stack, *, matrix=None, sem_pixel_nm: float | None = None, name: 
     meta = {
         "energies_ev": [float(e) for e in stack.energies_ev], "edge": stack.edge, "kind": stack.kind,
         "pixel_size_nm": float(stack.pixel_size_nm), "source": str(stack.source),
-        "registration": registration,
+        "registration": registration, "origin_x_nm": float(stack.origin_x_nm),
+        "origin_y_nm": float(stack.origin_y_nm),
     }
     kwargs = {"name": name or f"{edge} {'OD' if stack.kind == 'od' else 'counts'}",
               "units": ("pixel",) * (data.ndim - 2) + ("nm", "nm"),  # energy axis: frame index
@@ -108,6 +132,7 @@ def stack_layer(stack, *, matrix=None, sem_pixel_nm: float | None = None, name: 
             raise ValueError("sem_pixel_nm is needed to place a registered stack")
         kwargs["affine"] = affine_stxm_to_world(matrix, sem_pixel_nm, n_leading=data.ndim - 2)
         meta["matrix_stxm_to_sem"] = np.asarray(matrix, float).tolist()
+        meta["sem_pixel_nm"] = float(sem_pixel_nm)
     else:
         p = float(stack.pixel_size_nm)
         kwargs["scale"] = (1.0,) * (data.ndim - 2) + (p, p)

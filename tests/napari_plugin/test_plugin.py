@@ -90,10 +90,12 @@ def test_manifest_is_valid_and_every_command_imports():
     for c in commands.values():
         assert c.id.startswith("ceimap.") and callable(_resolve(c.python_name))
     used = ([r.command for r in m.contributions.readers] + [w.command for w in m.contributions.writers]
-            + [s.command for s in m.contributions.sample_data])
+            + [s.command for s in m.contributions.sample_data] + [w.command for w in m.contributions.widgets])
     assert set(used) <= set(commands)  # no contribution points at an undeclared command
     assert {s.key for s in m.contributions.sample_data} == {"charged", "cycled_4p25v", "cycled_4p7v"}
-    assert not m.contributions.widgets  # widgets come later; only what works is declared
+    assert {w.command for w in m.contributions.widgets} >= {
+        "ceimap.preprocess_widget", "ceimap.register_widget", "ceimap.decompose_widget", "ceimap.segment_widget",
+        "ceimap.measure_widget"}
     assert m.contributions.writers[0].layer_types == ["labels"]
 
 

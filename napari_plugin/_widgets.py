@@ -1,0 +1,435 @@
+"""Docked widgets of the ceimap plugin: preprocess, register, decompose, segment, measure.
+
+Each widget is a magicgui ``Container`` made by a ``make_*_widget(viewer)`` factory (npe2 injects the viewer).
+It only gathers layers and options and runs a function of :mod:`napari_plugin._actions` (a library call, no
+science here) in a napari worker thread, with a progress bar in the activity dock and a *Cancel* button; the
+result layers are added when the worker returns (a result named like an existing layer updates it). A failure
+is shown as a napari notification naming the problem; the viewer never blocks.
+
+Cancelling stops the worker between steps (each step is one library call; a step that is running finishes in
+the background and its result is dropped), so a cancelled action changes nothing in the viewer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, PushButton, SpinBox, Table
+
+from . import _actions as act
+
+
+def _layers_where(viewer, predicate, layer_type=None):
+    def choices(_widget=None):
+        return [(la.name, la) for la in viewer.layers
+                if (layer_type is None or isinstance(la, layer_type)) and predicate(la)]
+    return choices
+
+
+def add_layers(viewer, layers) -> list:
+    """Add LayerData tuples to the viewer (public API only); a tuple named like an existing layer of the same
+    type updates that layer's data and properties instead."""
+    out = []
+    for data, kwargs, layer_type in layers:
+        kwargs = dict(kwargs)
+        name = kwargs.get("name")
+        existing = viewer.layers[name] if name in viewer.layers else None
+        if existing is not None and type(existing).__name__.lower() == layer_type:
+            existing.data = data
+            for key, value in kwargs.items():
+                if key != "name":
+                    setattr(existing, key, value)
+            out.append(existing)
+        else:
+            out.append(getattr(viewer, f"add_{layer_type}")(data, **kwargs))
+    return out
+
+
+class _ActionWidget(Container):
+    """A container with a Run and a Cancel button that runs ``self.steps()`` in a worker thread.
+
+    Subclasses define ``steps()``: a generator yielding progress messages (strings) and finally returning the
+    list of layer data tuples to add.
+    """
+
+    title = "ceimap"
+    run_text = "Run"
+
+    def __init__(self, viewer, widgets):
+        self.viewer = viewer
+        self.status = Label(value="")
+        self.run_button = PushButton(text=self.run_text)
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        super().__init__(widgets=[*widgets, self.run_button, self.cancel_button, self.status])
+        self.worker = None
+        self.last_result = None
+        self.run_button.changed.connect(self.start)
+        self.cancel_button.changed.connect(self.cancel)
+        for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
+            event.connect(lambda _e=None: self.reset_choices())
+
+    # -- worker plumbing -------------------------------------------------------------------------------
+    def start(self, _value=None):
+        from napari.qt.threading import create_worker
+
+        if self.worker is not None:
+            return self.worker
+        try:
+            steps = self.steps()
+        except act.LayerError as exc:
+            self._fail(exc)
+            return None
+        worker = create_worker(lambda: (yield from steps), _progress={"desc": self.title})
+        worker.yielded.connect(self._progress)
+        worker.returned.connect(self._finish)
+        worker.errored.connect(self._fail)
+        worker.finished.connect(self._done)
+        self.worker = worker
+        self.run_button.enabled, self.cancel_button.enabled = False, True
+        self.status.value = "running…"
+        worker.start()
+        return worker
+
+    def cancel(self, _value=None):
+        if self.worker is not None:
+            self.worker.quit()
+            self.status.value = "cancelling (the current step finishes in the background)…"
+
+    def _progress(self, message):
+        self.status.value = str(message)
+
+    def _finish(self, layers):
+        if self.worker is not None and self.worker.abort_requested:
+            self.status.value = "cancelled"
+            return
+        add_layers(self.viewer, layers or [])
+        self.status.value = "done"
+        self.last_result = layers
+
+    def _fail(self, exc):
+        from napari.utils.notifications import show_error
+
+        self.status.value = f"failed: {exc}"
+        show_error(f"ceimap {self.title}: {exc}")
+
+    def _done(self):
+        self.worker = None
+        self.run_button.enabled, self.cancel_button.enabled = True, False
+
+    def steps(self):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class PreprocessWidget(_ActionWidget):
+    """Align the energy frames of a stack and convert it to optical density (I0: auto or a Shapes region)."""
+
+    title = "preprocess"
+    run_text = "Align frames + OD"
+
+    def __init__(self, napari_viewer):
+        viewer = napari_viewer
+        from napari.layers import Image, Shapes
+
+        self.stack = ComboBox(label="stack", choices=_layers_where(viewer, act.is_stack_layer, Image))
+        self.i0_region = ComboBox(label="I0 region", nullable=True,
+                                  choices=_layers_where(viewer, lambda la: True, Shapes))
+        self.align = CheckBox(label="align frames", value=True)
+        super().__init__(viewer, [self.stack, self.i0_region, self.align])
+
+    def steps(self):
+        layer = self.stack.value
+        if layer is None:
+            raise act.LayerError("choose a stack layer")
+        region = None if self.i0_region.value is None else list(self.i0_region.value.data)
+        align = bool(self.align.value)
+
+        def run():
+            yield f"{layer.name}: aligning frames and converting to OD"
+            return [act.preprocess(layer, i0_region_world=region, align=align)]
+        return run()
+
+
+class RegisterWidget(_ActionWidget):
+    """Register a stack onto the SEM: automatic (mutual information) or landmark pairs (two Points layers)."""
+
+    title = "register"
+    run_text = "Register onto SEM"
+
+    def __init__(self, napari_viewer):
+        viewer = napari_viewer
+        from napari.layers import Image, Points
+
+        self.stack = ComboBox(label="stack", choices=_layers_where(viewer, act.is_stack_layer, Image))
+        self.sem = ComboBox(label="SEM", choices=_layers_where(viewer, act.is_sem_layer, Image))
+        self.mode = ComboBox(label="mode", choices=["automatic", "landmarks"], value="automatic")
+        points = _layers_where(viewer, lambda la: True, Points)
+        self.stxm_points = ComboBox(label="STXM points", nullable=True, choices=points)
+        self.sem_points = ComboBox(label="SEM points", nullable=True, choices=points)
+        self.kind = ComboBox(label="landmark transform", choices=["similarity", "affine"], value="similarity")
+        super().__init__(viewer, [self.stack, self.sem, self.mode, self.stxm_points, self.sem_points, self.kind])
+
+    def steps(self):
+        layer, sem = self.stack.value, self.sem.value
+        if layer is None or sem is None:
+            raise act.LayerError("choose a stack layer and the SEM layer")
+        kwargs = {}
+        if self.mode.value == "landmarks":
+            if self.stxm_points.value is None or self.sem_points.value is None:
+                raise act.LayerError("landmark mode: choose the Points layer clicked on the stack and the one on "
+                                     "the SEM")
+            kwargs = {"stxm_points_world": np.asarray(self.stxm_points.value.data),
+                      "sem_points_world": np.asarray(self.sem_points.value.data), "kind": self.kind.value}
+
+        def run():
+            yield f"{layer.name}: registering onto {sem.name}"
+            return [act.register(layer, sem, **kwargs)]
+        return run()
+
+
+class DecomposeWidget(_ActionWidget):
+    """PCA / NMF / k-means of an OD stack: abundance maps (and clusters) as layers, spectra in the table."""
+
+    title = "decompose"
+    run_text = "Decompose"
+
+    def __init__(self, napari_viewer):
+        viewer = napari_viewer
+        from napari.layers import Image
+
+        self.stack = ComboBox(label="OD stack", choices=_layers_where(viewer, act.is_stack_layer, Image))
+        self.method = ComboBox(label="method", choices=["pca", "nmf", "kmeans"], value="pca")
+        self.n_components = SpinBox(label="components (0 = from noise)", value=0, min=0, max=20)
+        super().__init__(viewer, [self.stack, self.method, self.n_components])
+
+    def steps(self):
+        layer = self.stack.value
+        if layer is None:
+            raise act.LayerError("choose an OD stack layer")
+        method, n = self.method.value, int(self.n_components.value) or None
+
+        def run():
+            yield f"{layer.name}: {method}"
+            if method == "kmeans":
+                return act.decompose(layer, method=method, n_clusters=n)
+            return act.decompose(layer, method=method, n_components=n)
+        return run()
+
+
+class SegmentWidget(_ActionWidget):
+    """Unsupervised class map (NMC, interphase, electrolyte, void), particles and e_g/t_2g on the SEM grid."""
+
+    title = "segment"
+    run_text = "Segment"
+
+    def __init__(self, napari_viewer):
+        viewer = napari_viewer
+        from napari.layers import Image
+
+        self.sem = ComboBox(label="SEM", choices=_layers_where(viewer, act.is_sem_layer, Image))
+        self.stacks = ComboBox(label="OD stacks (registered)",
+                               choices=_layers_where(viewer, _registered_od, Image))
+        self.stacks_all = CheckBox(label="use every registered OD stack", value=True)
+        super().__init__(viewer, [self.sem, self.stacks, self.stacks_all])
+
+    def chosen_stacks(self):
+        return chosen_stacks(self.viewer, None if self.stacks_all.value else self.stacks.value)
+
+    def steps(self):
+        sem, stacks = self.sem.value, self.chosen_stacks()
+        if sem is None or not stacks:
+            raise act.LayerError("an SEM layer and aligned OD stacks registered onto it are needed")
+
+        def run():
+            yield "segmenting (chemistry + SEM texture)"
+            return act.segment(sem, stacks)
+        return run()
+
+
+def _registered_od(layer) -> bool:
+    meta = act._meta(layer)
+    return act.is_stack_layer(layer) and meta.get("kind") == "od" and "matrix_stxm_to_sem" in meta
+
+
+def chosen_stacks(viewer, one=None) -> list:
+    """The OD stack layers to use: ``one`` alone, else one per edge (the aligned one when there are several)."""
+    if one is not None:
+        return [one]
+    by_edge = {}
+    for layer in viewer.layers:
+        if not _registered_od(layer):
+            continue
+        edge = act._meta(layer).get("edge") or layer.name
+        if edge not in by_edge or act._meta(layer).get("aligned"):
+            by_edge[edge] = layer
+    return list(by_edge.values())
+
+
+class MeasureWidget(_ActionWidget):
+    """Statistics of the current (possibly edited) class map: tables, key plots, export of a results folder."""
+
+    title = "measure"
+    run_text = "Measure"
+
+    def __init__(self, napari_viewer):
+        viewer = napari_viewer
+        from napari.layers import Image, Labels
+
+        self.sem = ComboBox(label="SEM", choices=_layers_where(viewer, act.is_sem_layer, Image))
+        self.classes = ComboBox(label="classes", choices=_layers_where(
+            viewer, lambda la: act._meta(la).get("kind") == "classes", Labels))
+        self.out_dir = FileEdit(label="export to", mode="d", value=Path.home() / "ceimap-results")
+        self.overwrite = CheckBox(label="overwrite", value=False)
+        self.export_button = PushButton(text="Export results + report")
+        self.table = Table(value={"quantity": [], "value": []})
+        self.particle_table = Table()
+        self.spectrum_on_click = CheckBox(label="plot the spectra of a clicked pixel", value=False)
+        super().__init__(viewer, [self.sem, self.classes, self.out_dir, self.overwrite, self.export_button,
+                                  self.spectrum_on_click, self.table, self.particle_table])
+        self.export_button.changed.connect(self.export)
+        self.figure = self.canvas = None
+        self._add_canvas()
+        self.spectrum_on_click.changed.connect(self._toggle_click)
+
+    # plots: one matplotlib canvas under the tables
+    def _add_canvas(self):
+        try:
+            from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+            from matplotlib.figure import Figure
+        except ImportError:  # pragma: no cover - matplotlib is a dependency
+            return
+        self.figure = Figure(figsize=(5, 6), layout="constrained")
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setMinimumHeight(360)
+        self.native.layout().addWidget(self.canvas)
+
+    def steps(self):
+        sem, classes = self.sem.value, self.classes.value
+        stacks = chosen_stacks(self.viewer)
+        if sem is None or classes is None or not stacks:
+            raise act.LayerError("an SEM layer, a classes layer and registered OD stacks are needed")
+        data = np.asarray(classes.data).copy()
+
+        def run():
+            yield "statistics on native STXM pixels"
+            self.last_measure = act.measure(sem, stacks, data)
+            return []
+        return run()
+
+    def _finish(self, layers):
+        super()._finish(layers)
+        if getattr(self, "last_measure", None) is not None and self.status.value == "done":
+            self.show(*self.last_measure)
+
+    def show(self, result, analysis):
+        """Fill the tables and plots from a measurement."""
+        rows = summary_rows(analysis.summary)
+        self.table.value = {"quantity": [r[0] for r in rows], "value": [r[1] for r in rows]}
+        cols = ["particle_id", "equivalent_diameter_nm", "egt2g_mean", "egt2g_sd", "egt2g_n",
+                "contact_ratio_electrolyte", "egt2g_surface_electrolyte_mean", "egt2g_surface_void_mean"]
+        df = analysis.particles[[c for c in cols if c in analysis.particles.columns]].round(4)
+        self.particle_table.value = df.to_dict(orient="list")
+        if self.figure is not None:
+            plot_measurement(self.figure, analysis)
+            self.canvas.draw_idle()
+
+    def export(self, _value=None):
+        from napari.qt.threading import create_worker
+
+        sem, classes = self.sem.value, self.classes.value
+        stacks = chosen_stacks(self.viewer)
+        if sem is None or classes is None or not stacks:
+            self._fail(act.LayerError("an SEM layer, a classes layer and registered OD stacks are needed"))
+            return None
+        out, overwrite, data = Path(self.out_dir.value), bool(self.overwrite.value), np.asarray(classes.data).copy()
+        worker = create_worker(act.export_run, out, sem, stacks, data, overwrite=overwrite,
+                               _progress={"desc": "export results"})
+        worker.returned.connect(lambda report: setattr(self.status, "value", f"report: {report}"))
+        worker.errored.connect(self._fail)
+        self.status.value = f"writing {out}…"
+        worker.start()
+        self.export_worker = worker
+        return worker
+
+    # spectra of a clicked pixel
+    def _toggle_click(self, on):
+        callbacks = self.viewer.mouse_drag_callbacks
+        if on and self._on_click not in callbacks:
+            callbacks.append(self._on_click)
+        elif not on and self._on_click in callbacks:
+            callbacks.remove(self._on_click)
+
+    def _on_click(self, viewer, event):
+        point = np.asarray(event.position)[-2:]
+        self.plot_spectra_at(point)
+
+    def plot_spectra_at(self, point_world):
+        """Plot the OD spectrum of every stack layer at a world point (nm)."""
+        if self.figure is None:
+            return
+        spectra = {}
+        for layer in self.viewer.layers:
+            if act.is_stack_layer(layer) and act._meta(layer).get("kind") == "od":
+                found = act.spectrum_at(layer, point_world)
+                if found is not None:
+                    spectra[layer.name] = found
+        self.figure.clear()
+        axes = self.figure.subplots(max(len(spectra), 1), 1, squeeze=False)[:, 0]
+        for ax, (name, (e, od)) in zip(axes, spectra.items()):
+            ax.plot(e, od, lw=1)
+            ax.set(xlabel="energy (eV)", ylabel="OD", title=f"{name} at y={point_world[0]:.0f}, "
+                   f"x={point_world[1]:.0f} nm")
+        self.canvas.draw_idle()
+        return spectra
+
+
+def summary_rows(summary: dict) -> list[tuple[str, str]]:
+    """The key numbers of a ``summary.json`` as (quantity, value) text rows for the measure table."""
+    def fmt(v, digits=3):
+        if v is None:
+            return "—"
+        if isinstance(v, (bool, np.bool_)):
+            return "yes" if v else "no"
+        if isinstance(v, (int, np.integer)):
+            return str(int(v))
+        try:
+            return f"{float(v):.{digits}g}"
+        except (TypeError, ValueError):
+            return str(v)
+    rows = [("particles", fmt(summary.get("n_particles")))]
+    for k, v in (summary.get("class_fractions") or {}).items():
+        rows.append((f"fraction {k}", fmt(v)))
+    t = summary.get("interphase_thickness_nm") or {}
+    rows += [("interphase thickness mean (nm)", fmt(t.get("mean"))), ("thickness sd (nm)", fmt(t.get("sd"))),
+             ("thickness resolvable", fmt(t.get("resolvable")))]
+    for region, d in (summary.get("egt2g") or {}).items():
+        rows.append((f"e_g/t_2g {region}", f"{fmt((d or {}).get('mean'))} ± {fmt((d or {}).get('sd'))} "
+                                            f"(n={fmt((d or {}).get('n'))})"))
+    test = (summary.get("tests") or {}).get("surface_electrolyte_vs_void") or {}
+    rows += [("electrolyte vs void surface: p", fmt(test.get("p_value"))),
+             ("  effect (electrolyte − void)", fmt(test.get("effect"))),
+             ("  method / units", f"{test.get('method', '—')} / {fmt(test.get('n_units'))}")]
+    bim = (summary.get("bimodality") or {}).get("bulk_particles") or {}
+    rows.append(("bulk bimodal (dip p)", f"{fmt(bim.get('bimodal'))} ({fmt(bim.get('dip_p'))})"))
+    for name, c in (summary.get("correlations") or {}).items():
+        rows.append((name, f"r={fmt((c or {}).get('r'))}, p={fmt((c or {}).get('p'))}"))
+    return rows
+
+
+def plot_measurement(figure, analysis) -> None:
+    """Histograms of e_g/t_2g per region and the per-particle ratio against size, on ``figure``."""
+    figure.clear()
+    ax_h, ax_p = figure.subplots(2, 1)
+    px = analysis.pixels
+    for region in ("bulk", "surface_electrolyte", "surface_void"):
+        v = px.loc[px["region"] == region, "egt2g"].dropna() if "region" in px else []
+        if len(v):
+            ax_h.hist(v, bins=30, histtype="step", density=True, label=region)
+    ax_h.set(xlabel="e_g/t_2g", ylabel="density", title="native STXM pixels by region")
+    if ax_h.get_legend_handles_labels()[0]:
+        ax_h.legend(fontsize=7)
+    pt = analysis.particles
+    if len(pt):
+        ax_p.errorbar(pt["equivalent_diameter_nm"], pt["egt2g_mean"],
+                      yerr=pt["egt2g_sd"] / np.sqrt(np.maximum(pt["egt2g_n"], 1)), fmt="o", ms=4)
+    ax_p.set(xlabel="particle equivalent diameter (nm)", ylabel="mean e_g/t_2g", title="per particle (± s.e.)")

@@ -1,0 +1,147 @@
+"""The widgets' actions without Qt: layers in, library calls, layer data out (napari_plugin._actions)."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from napari_plugin import _actions as act
+from napari_plugin._layers import sem_layer, stack_layer
+from segment.lamella import SemImage
+from segment.register import similarity_matrix, transform_points
+from segment.stack import Stack
+
+SEM_PX, STXM_PX = 10.0, 40.0
+
+
+def as_layer(layer_tuple):
+    data, kwargs, _ = layer_tuple
+    return SimpleNamespace(data=data, metadata=kwargs.get("metadata", {}), name=kwargs.get("name"))
+
+
+def disk(shape, centre, radius):
+    yy, xx = np.indices(shape)
+    return ((yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 <= radius**2).astype(float)
+
+
+def od_scene(n_energy=12, shifts=None, counts=False, seed=0):
+    """A 40×40 stack of two phases (a disk and a ring-shaped second phase) with distinct spectra."""
+    rng = np.random.default_rng(seed)
+    e = np.linspace(845.0, 860.0, n_energy)
+    a = disk((40, 40), (20, 18), 9)
+    b = np.clip(disk((40, 40), (20, 18), 14) - a, 0, 1)
+    spec_a = 0.3 + 0.8 * np.exp(-0.5 * ((e - 853.0) / 1.2) ** 2)
+    spec_b = 0.2 + 0.1 * (e > 851)
+    od = a[None] * spec_a[:, None, None] + b[None] * spec_b[:, None, None]
+    if shifts is not None:
+        od = np.stack([ndimage.shift(f, s, order=3, mode="nearest") for f, s in zip(od, shifts)])
+    if counts:
+        i0 = 5000.0
+        data = rng.poisson(i0 * np.exp(-od)).astype(float)
+        return Stack(data=data, energies_ev=e, pixel_size_nm=STXM_PX, kind="counts", edge="Ni-L"), od
+    return Stack(data=od + rng.normal(0, 0.005, od.shape), energies_ev=e, pixel_size_nm=STXM_PX, kind="od",
+                 edge="Ni-L"), od
+
+
+def test_world_coordinates_round_trip_through_the_registration_affine():
+    stack, _ = od_scene()
+    matrix = similarity_matrix(STXM_PX / SEM_PX, 3.0, (12.0, -5.0))
+    layer = as_layer(stack_layer(stack, matrix=matrix, sem_pixel_nm=SEM_PX))
+    pix_yx = np.array([[0.0, 0.0], [10.0, 30.0], [39.0, 5.5]])
+    sem_xy = transform_points(matrix, pix_yx[:, ::-1])
+    world = sem_xy[:, ::-1] * SEM_PX
+    assert np.allclose(act.world_to_stxm_pixels(layer, world), pix_yx, atol=1e-9)
+    # unregistered: placed by its own pixel size and stage origin
+    free = as_layer(stack_layer(stack))
+    assert np.allclose(act.world_to_stxm_pixels(free, [[80.0, 120.0]]), [[2.0, 3.0]])
+
+
+def test_i0_region_from_a_drawn_rectangle_covers_exactly_its_pixels():
+    stack, _ = od_scene()
+    layer = as_layer(stack_layer(stack))  # world = 40 nm × pixel
+    rect = np.array([[0.0, 0.0], [0.0, 200.0], [120.0, 200.0], [120.0, 0.0]])  # rows 0–3, columns 0–5
+    mask = act.region_mask_from_shapes([rect], layer)
+    assert mask[:3, :5].all() and mask.sum() <= 4 * 6 and not mask[10:, 10:].any()
+
+
+def test_preprocess_aligns_frames_and_converts_counts_to_od():
+    rng = np.random.default_rng(3)
+    true = np.cumsum(rng.normal(0, 0.3, (12, 2)), axis=0)
+    stack, od_true = od_scene(shifts=true, counts=True)
+    layer = as_layer(stack_layer(stack))
+    data, kwargs, kind = act.preprocess(layer)
+    assert kind == "image" and kwargs["name"] == "Ni-L OD aligned" and kwargs["metadata"]["kind"] == "od"
+    found = np.asarray(kwargs["metadata"]["drift_px"])
+    residual = (found - found.mean(0)) - (true - true.mean(0))
+    assert np.abs(residual).mean() < 0.1  # subpixel: well under the 0.3 px steps of the walk
+    # OD against truth in the disk interior, where the shift does not matter
+    inner = disk((40, 40), (20, 18), 5).astype(bool)
+    assert np.allclose(np.median(data[:, inner], axis=1), np.median(od_true[:, inner], axis=1), atol=0.05)
+
+
+def test_preprocess_takes_i0_from_the_users_region():
+    stack, _ = od_scene(counts=True)
+    layer = as_layer(stack_layer(stack))
+    rect = np.array([[0.0, 0.0], [0.0, 1500.0], [150.0, 1500.0], [150.0, 0.0]])  # top rows: empty
+    data, kwargs, _ = act.preprocess(layer, i0_region_world=[rect], align=False)
+    assert kwargs["metadata"]["od_report"]["i0_source"] != "file monitor"
+    assert abs(float(np.median(data[:, :3, :30]))) < 0.02  # empty area is OD 0
+    far = np.array([[1e5, 1e5], [1e5, 1.1e5], [1.1e5, 1.1e5]])
+    with pytest.raises(act.LayerError, match="does not cover"):
+        act.preprocess(layer, i0_region_world=[far], align=False)
+
+
+def test_register_from_landmarks_recovers_the_matrix():
+    stack, _ = od_scene()
+    truth = similarity_matrix(STXM_PX / SEM_PX, -2.0, (30.0, 14.0))
+    sem = as_layer(sem_layer(SemImage(np.zeros((200, 200), np.float32), SEM_PX, "user", "")))
+    layer = as_layer(stack_layer(stack, matrix=similarity_matrix(STXM_PX / SEM_PX), sem_pixel_nm=SEM_PX))
+    pix_yx = np.array([[5.0, 5.0], [5.0, 35.0], [33.0, 20.0]])
+    current = np.asarray(layer.metadata["matrix_stxm_to_sem"])
+    stxm_world = transform_points(current, pix_yx[:, ::-1])[:, ::-1] * SEM_PX  # where the user clicks
+    sem_world = transform_points(truth, pix_yx[:, ::-1])[:, ::-1] * SEM_PX
+    data, kwargs, _ = act.register(layer, sem, stxm_points_world=stxm_world, sem_points_world=sem_world)
+    assert kwargs["name"] == layer.name
+    assert np.allclose(kwargs["metadata"]["matrix_stxm_to_sem"], truth, atol=1e-6)
+    assert kwargs["metadata"]["registration"].startswith("landmarks-similarity")
+    with pytest.raises(act.LayerError, match="same order"):
+        act.register(layer, sem, stxm_points_world=stxm_world, sem_points_world=sem_world[:2])
+
+
+def test_decompose_finds_two_phases_and_clusters_them():
+    stack, _ = od_scene()
+    layer = as_layer(stack_layer(stack))
+    (maps, kwargs, kind), = act.decompose(layer, method="pca")
+    assert kind == "image" and maps.shape[1:] == (40, 40)
+    assert maps.shape[0] == 2  # background is the mean; two phases → rank 2 after centring
+    layers = act.decompose(layer, method="kmeans", n_clusters=3)
+    labels = layers[1][0]
+    a = disk((40, 40), (20, 18), 7).astype(bool)
+    b = (disk((40, 40), (20, 18), 13) - disk((40, 40), (20, 18), 10)).astype(bool)
+    out = disk((40, 40), (20, 18), 17) == 0
+    for region in (a, b, out):  # each phase is one cluster, and the three differ
+        assert np.mean(labels[region] == np.bincount(labels[region]).argmax()) > 0.95
+    assert len({np.bincount(labels[r]).argmax() for r in (a, b, out)}) == 3
+    nmf_maps = act.decompose(layer, method="nmf", n_components=2)[0][0]
+    assert nmf_maps.min() >= 0
+
+
+def test_actions_refuse_the_wrong_layers():
+    sem = as_layer(sem_layer(SemImage(np.zeros((20, 20), np.float32), SEM_PX, "user", "")))
+    with pytest.raises(act.LayerError, match="not an STXM stack"):
+        act.preprocess(sem)
+    counts, _ = od_scene(counts=True)
+    with pytest.raises(act.LayerError, match="optical density first"):
+        act.decompose(as_layer(stack_layer(counts)), method="pca")
+    stack, _ = od_scene()
+    with pytest.raises(act.LayerError, match="not registered"):
+        act.pipeline_result(sem, [as_layer(stack_layer(stack))])
+
+
+def test_spectrum_at_a_world_point():
+    stack, _ = od_scene()
+    layer = as_layer(stack_layer(stack))
+    e, od = act.spectrum_at(layer, [20 * STXM_PX, 18 * STXM_PX])
+    assert np.allclose(od, stack.data[:, 20, 18]) and np.allclose(e, stack.energies_ev)
+    assert act.spectrum_at(layer, [-1000.0, 0.0]) is None

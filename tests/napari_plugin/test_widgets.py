@@ -1,0 +1,126 @@
+"""The docked widgets in a real (headless) napari viewer: each runs its action in a worker and adds its layers.
+
+Runs under pytest-xvfb (see ../shared/NAPARI_CI.md); skipped without Qt or a display. The end-to-end run on an
+example lamella (open → preprocess → segment → measure → export) is slow-marked.
+"""
+
+import os
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+
+from tests.napari_plugin.test_actions import SEM_PX, STXM_PX, od_scene  # noqa: E402
+
+pytestmark = pytest.mark.viewer
+
+
+@pytest.fixture
+def viewer(request):
+    if not os.environ.get("DISPLAY"):
+        pytest.skip("no display (run under pytest-xvfb or xvfb-run)")
+    return request.getfixturevalue("make_napari_viewer")()
+
+
+def run_widget(qtbot, widget, timeout_s=120):
+    worker = widget.start()
+    assert worker is not None, widget.status.value
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=int(timeout_s * 1000))
+    assert widget.status.value == "done", widget.status.value
+
+
+def add_scene(viewer, counts=True):
+    from napari_plugin._layers import sem_layer, stack_layer
+    from napari_plugin._widgets import add_layers
+    from segment.lamella import SemImage
+    from segment.register import similarity_matrix
+
+    stack, _ = od_scene(counts=counts)
+    sem = SemImage(np.random.default_rng(0).normal(100, 5, (170, 170)).astype(np.float32), SEM_PX, "user", "")
+    matrix = similarity_matrix(STXM_PX / SEM_PX, 0.0, (2.0, 3.0))
+    return add_layers(viewer, [sem_layer(sem), stack_layer(stack, matrix=matrix, sem_pixel_nm=SEM_PX)])
+
+
+def test_preprocess_and_decompose_widgets_add_their_layers(viewer, qtbot):
+    from napari_plugin._widgets import DecomposeWidget, PreprocessWidget
+
+    sem, stack = add_scene(viewer)
+    pre = PreprocessWidget(viewer)
+    viewer.window.add_dock_widget(pre)
+    pre.stack.value = stack
+    run_widget(qtbot, pre)
+    od = viewer.layers["Ni-L OD aligned"]
+    assert od.metadata["kind"] == "od" and od.data.shape == stack.data.shape
+    assert np.allclose(od.affine.affine_matrix, stack.affine.affine_matrix)  # stays where it was placed
+    dec = DecomposeWidget(viewer)
+    dec.stack.value = od
+    dec.method.value = "kmeans"
+    dec.n_components.value = 3
+    run_widget(qtbot, dec)
+    assert "Ni-L kmeans maps" in viewer.layers and "Ni-L clusters" in viewer.layers
+    assert len(np.unique(viewer.layers["Ni-L clusters"].data)) == 3
+
+
+def test_register_widget_landmark_mode_updates_the_layer_in_place(viewer, qtbot):
+    from napari_plugin._widgets import RegisterWidget
+    from segment.register import similarity_matrix, transform_points
+
+    sem, stack = add_scene(viewer, counts=False)
+    truth = similarity_matrix(STXM_PX / SEM_PX, 4.0, (20.0, 11.0))
+    pix_xy = np.array([[5.0, 5.0], [35.0, 5.0], [20.0, 33.0]])
+    current = np.asarray(stack.metadata["matrix_stxm_to_sem"])
+    stxm_pts = viewer.add_points(transform_points(current, pix_xy)[:, ::-1] * SEM_PX, name="on stack")
+    sem_pts = viewer.add_points(transform_points(truth, pix_xy)[:, ::-1] * SEM_PX, name="on SEM")
+    reg = RegisterWidget(viewer)
+    reg.stack.value, reg.sem.value, reg.mode.value = stack, sem, "landmarks"
+    reg.stxm_points.value, reg.sem_points.value = stxm_pts, sem_pts
+    n_layers = len(viewer.layers)
+    run_widget(qtbot, reg)
+    assert len(viewer.layers) == n_layers  # updated, not added
+    assert np.allclose(stack.metadata["matrix_stxm_to_sem"], truth, atol=1e-6)
+    # the layer is drawn through the new matrix: STXM pixel (y=5, x=35) lands on the SEM landmark
+    world = stack.data_to_world([0, 5, 35])
+    assert np.allclose(world[-2:], transform_points(truth, [[35.0, 5.0]])[0, ::-1] * SEM_PX, atol=1e-6)
+
+
+def test_a_bad_choice_is_reported_not_raised(viewer, qtbot):
+    from napari_plugin._widgets import SegmentWidget
+
+    seg = SegmentWidget(viewer)
+    assert seg.start() is None
+    assert seg.status.value.startswith("failed:")
+
+
+@pytest.mark.slow
+def test_whole_workflow_on_the_4p25v_example(viewer, qtbot, tmp_path, datasets_dir):
+    from sklearn.metrics import f1_score
+
+    from napari_plugin._widgets import MeasureWidget, PreprocessWidget, SegmentWidget
+    from segment.synthetic import load_truth
+
+    if not (datasets_dir / "cycled_4p25v" / "truth").is_dir():
+        pytest.skip("example lamella not found")
+    viewer.open_sample("ceimap", "cycled_4p25v")
+    pre = PreprocessWidget(viewer)
+    for edge in ("Ni-L", "S-L"):
+        layer = next(la for la in viewer.layers if la.metadata.get("edge") == edge and "OD" in la.name)
+        pre.stack.value = layer
+        run_widget(qtbot, pre, timeout_s=600)
+    seg = SegmentWidget(viewer)
+    run_widget(qtbot, seg, timeout_s=600)
+    classes = viewer.layers["classes"].data
+    truth = load_truth(datasets_dir / "cycled_4p25v")
+    inside = truth["classes"] > 0
+    f1 = f1_score(truth["classes"][inside], classes[inside], labels=[1, 2, 3, 4], average="macro")
+    assert f1 >= 0.90  # the unsupervised path's figure on this example (tests/segment/test_assign_datasets.py)
+    meas = MeasureWidget(viewer)
+    meas.classes.value = viewer.layers["classes"]
+    run_widget(qtbot, meas, timeout_s=600)
+    quantities = meas.table.value["data"] if isinstance(meas.table.value, dict) else None
+    assert quantities
+    meas.out_dir.value = tmp_path / "run"
+    worker = meas.export()
+    qtbot.waitUntil(lambda: (tmp_path / "run" / "report.html").is_file(), timeout=600_000)
+    assert worker is not None and (tmp_path / "run" / "summary.json").is_file()
