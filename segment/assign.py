@@ -32,10 +32,16 @@ ceimap names the classes itself, from spectral signatures and physics, without a
    (self-training); its probabilities are multiplied by the upsampled chemistry fractions
    (:func:`segment.register.warp_to_sem`) as a floored prior; NMC and empty boundaries are then snapped to
    the SEM contrast with local thresholds (:func:`refine_nmc_boundaries`, :func:`refine_empty_boundaries`;
-   thin dark pieces enclosed by NMC are cracks → void). Empty regions along the field border are outside
-   the lamella (:func:`split_empty`). The interphase is a band on the electrolyte side of the NMC surface
-   whose local thickness is the interphase amount the chemistry measured there
-   (:func:`interphase_thickness_map`).
+   thin dark pieces enclosed by NMC, and gaps between NMC on both sides no wider than a crack, are
+   cracks → void; :func:`mark_cracks`); electrolyte-grey rims thinner than the resolution between NMC and
+   a void are the SEM edge effect and are split between the two (:func:`resolve_thin_rims`). Empty
+   regions along the field border are outside the lamella, voids joined to them through a narrow neck
+   stay voids (:func:`split_empty`). The interphase is a band on the electrolyte side of the NMC surface
+   whose local thickness is fitted so that the band, seen through the STXM (probe ⊗ pixel footprint,
+   sampled on the STXM grid, restricted to the pixels where the fraction was measured), gives the
+   interphase amount the chemistry measured there (:func:`fit_interphase_thickness`); the interphase
+   fractions are calibrated on the pixels that define the endmember (fraction 1 by definition). Bands
+   thinner than half the probe are not drawn (unresolvable).
 """
 
 from __future__ import annotations
@@ -64,6 +70,9 @@ __all__ = [
     "refine_nmc_boundaries",
     "refine_empty_boundaries",
     "mark_cracks",
+    "resolve_thin_rims",
+    "stxm_view",
+    "fit_interphase_thickness",
 ]
 
 OUTSIDE, NMC, INTERPHASE, ELECTROLYTE, VOID = 0, 1, 2, 3, 4
@@ -335,12 +344,19 @@ def _normalised_average(cube: np.ndarray, mask: np.ndarray, sigma_px: float) -> 
 
 
 def split_empty(empty: np.ndarray, pixel_size_nm: float, *, lamella_edge_nm: float = 1000.0,
-                vacuum: np.ndarray | None = None, field: np.ndarray | None = None) -> np.ndarray:
+                neck_nm: float = 150.0, vacuum: np.ndarray | None = None,
+                field: np.ndarray | None = None) -> np.ndarray:
     """Split empty pixels into outside-the-lamella (True) and voids (False).
 
-    An empty connected region is outside when it runs along the field border for at least
-    ``lamella_edge_nm`` (the lamella's edge crosses the field; a pore touching the border does so over its
-    own width only), or when it overlaps ``vacuum`` (e.g. outside found on another grid).
+    An empty region is outside when it runs along the field border for at least ``lamella_edge_nm`` (the
+    lamella's edge crosses the field; a pore touching the border does so over its own width only), or
+    when it mostly overlaps ``vacuum`` (e.g. outside found on another grid). The image often joins a void
+    to the outside through a dark neck (a thin wall lost in the blur, curtaining stripes), so regions are
+    judged on the empty mask opened with discs ``lamella_edge_nm / 2`` across (the lamella edge is smooth
+    on the scale of its contact with the border); what the opening leaves beside the outside is the
+    edge's fringe, unless it reaches deeper than ``neck_nm`` beyond it, lies off the field border and
+    opens onto the outside through a mouth narrower than itself — a pore behind a neck, which stays a
+    void (each of its pixels follows the nearer of the pore's body and the outside).
 
     Parameters
     ----------
@@ -348,6 +364,8 @@ def split_empty(empty: np.ndarray, pixel_size_nm: float, *, lamella_edge_nm: flo
     pixel_size_nm : float
     lamella_edge_nm : float
         Minimum contact with the field border of an outside region.
+    neck_nm : float
+        How far beyond the outside proper a pore must reach to be a void rather than fringe.
     vacuum : ndarray of bool, optional
     field : ndarray of bool, optional
         The measured field (default: the whole image); its border is where the lamella edge is sought.
@@ -357,21 +375,66 @@ def split_empty(empty: np.ndarray, pixel_size_nm: float, *, lamella_edge_nm: flo
     ndarray of bool
         True where empty and outside.
     """
-    lab, n = ndimage.label(empty)
-    if n == 0:
+    from skimage.morphology import disk
+
+    empty = np.asarray(empty, bool)
+    if not empty.any():
         return np.zeros(empty.shape, bool)
     border = np.zeros(empty.shape, bool)
     border[0, :] = border[-1, :] = border[:, 0] = border[:, -1] = True
     if field is not None:
         border = (border | ndimage.binary_dilation(~field)) & field
-    contact = np.bincount(lab[border], minlength=n + 1) * pixel_size_nm
-    outside_ids = contact >= lamella_edge_nm
-    if vacuum is not None:
-        over = np.bincount(lab[vacuum & empty], minlength=n + 1)
-        size = np.bincount(lab.ravel(), minlength=n + 1)
-        outside_ids |= over > 0.5 * np.maximum(size, 1)
-    outside_ids[0] = False
-    return outside_ids[lab]
+
+    def outside_ids(lab, n):
+        contact = np.bincount(lab[border], minlength=n + 1) * pixel_size_nm
+        out = contact >= lamella_edge_nm
+        if vacuum is not None:
+            over = np.bincount(lab[vacuum & empty], minlength=n + 1)
+            size = np.bincount(lab.ravel(), minlength=n + 1)
+            out |= over > 0.5 * np.maximum(size, 1)
+        out[0] = False
+        return out
+
+    # the lamella edge is smooth on the scale of the contact it must have with the border: the outside
+    # proper is the union of discs half that length across which fit in the empty mask (the field
+    # border is not a wall: the mask is padded by replication)
+    r = max(int(lamella_edge_nm / 4.0 / float(pixel_size_nm)), 1)
+    core = ndimage.binary_opening(np.pad(empty, r + 1, mode="edge"), structure=disk(r))
+    core = core[r + 1:-r - 1, r + 1:-r - 1] & empty
+    core_lab, n_core = ndimage.label(core)
+    seeds = outside_ids(core_lab, n_core)[core_lab]
+    rest = empty & ~seeds
+    rest_lab, n_rest = ndimage.label(rest)
+    if n_rest == 0:
+        return seeds
+    # what the discs leave is the edge's fringe unless it reaches deeper than ``neck_nm`` beyond the
+    # outside proper: then it holds a void (a pore joined to the outside through a dark neck)
+    if seeds.any():
+        d_seed = ndimage.distance_transform_edt(~seeds) * float(pixel_size_nm)
+    else:
+        d_seed = np.full(empty.shape, np.inf)
+    body = rest & (d_seed > neck_nm)
+    has_body = np.bincount(rest_lab[body], minlength=n_rest + 1) > 0
+    mouth = ndimage.binary_dilation(seeds) & rest
+    mouth_nm = np.bincount(rest_lab[mouth], minlength=n_rest + 1) * float(pixel_size_nm)
+    touches = mouth_nm > 0
+    # ... and only when it opens onto the outside through a mouth narrower than itself (a bay of the
+    # lamella edge is widest at its mouth; a pore behind a neck is wider than the neck)
+    width_nm = 2.0 * np.asarray(ndimage.maximum(ndimage.distance_transform_edt(rest), rest_lab,
+                                                np.arange(n_rest + 1)), float) * float(pixel_size_nm)
+    # (what runs along the field border beside the outside is the outside: the edge leaving the field)
+    on_border = np.bincount(rest_lab[border], minlength=n_rest + 1) > 0
+    has_body &= ~touches | ((mouth_nm < width_nm) & ~on_border)
+    body &= has_body[rest_lab]
+    rest_out = (~has_body | ~touches) & (touches | outside_ids(rest_lab, n_rest))
+    rest_out[0] = False
+    out = seeds | rest_out[rest_lab]
+    # a region touching the outside and holding a void body: each pixel follows the nearer of the two
+    mixed = (has_body & touches)[rest_lab] & rest
+    if mixed.any():
+        d_body = ndimage.distance_transform_edt(~body) * float(pixel_size_nm)
+        out |= mixed & (d_seed <= d_body)
+    return out
 
 
 def classify_stxm(cubes: dict, energies: dict, pixel_size_nm: float, *, psf_fwhm_nm: float = 50.0,
@@ -569,12 +632,22 @@ def classify_stxm(cubes: dict, energies: dict, pixel_size_nm: float, *, psf_fwhm
                 if ok_top.sum() < 5 or not sel.any():
                     continue
                 t_int = t_pix[ok_top].mean(axis=0)
-                refs_int = np.concatenate([refs[sel], np.broadcast_to(t_int, (sel.sum(), 1, t_pix.shape[1]))],
+                # the interphase too at a thinner and a thicker version (the lamella wedge changes it
+                # like the other phases); the last column is the sum-to-one row, kept at 1
+                t_int_k = np.stack([np.concatenate([np.clip(t_int[:-1], 1e-6, 1.0) ** k, t_int[-1:]])
+                                    for k in thickness_scales])
+                refs_int = np.concatenate([refs[sel], np.broadcast_to(t_int_k, (sel.sum(),) + t_int_k.shape)],
                                           axis=1)
                 fit = nnls_fit(t_pix[sel], refs_int, constant=False, weights=1.0 / sd[sel])
                 ab = fit.abundances
                 f_e = np.zeros(ny * nx)
-                f_e[sel] = ab[:, -1] / np.maximum(ab.sum(axis=1), 1e-9)
+                f_e[sel] = ab[:, -n_k:].sum(axis=1) / np.maximum(ab.sum(axis=1), 1e-9)
+                # the endmember is the mean of the top pixels, so their mean fraction is 1 by definition;
+                # per-pixel NNLS hands some of it to absent phases (noise only pushes abundances up), a
+                # bias the top pixels measure
+                f_top = float(np.mean(f_e[ok_top]))
+                if f_top > 0.5:
+                    f_e /= f_top
                 f_sum += f_e.reshape(ny, nx)
                 n_sum += sel.reshape(ny, nx)
                 refs_out[e]["interphase"] = -np.log(np.clip(t_int[:-1], 1e-6, None))
@@ -584,10 +657,12 @@ def classify_stxm(cubes: dict, energies: dict, pixel_size_nm: float, *, psf_fwhm
         # over about one pixel more; dropping those tails would thin the band)
         near_detected = ndimage.binary_dilation(detected) & band
         f_int = np.where(near_detected, np.clip(f_int, 0, 1), 0.0)
+        measured_int = near_detected
         interphase = detected & (f_int >= 0.5)
     else:
         z_thr = z_full = np.inf
         f_int = np.zeros((ny, nx))
+        measured_int = np.zeros((ny, nx), bool)
         interphase = np.zeros((ny, nx), bool)
 
     # --- classes on the STXM grid
@@ -610,7 +685,7 @@ def classify_stxm(cubes: dict, energies: dict, pixel_size_nm: float, *, psf_fwhm
     return {
         "fractions": frac, "interphase_z": z_total, "interphase": interphase, "classes": classes,
         "probabilities": prob, "known": known, "nmc_core": nmc_core, "electrolyte_core": ely_core, "band": band,
-        "interphase_fraction": p_int, "z_full": z_full,
+        "interphase_fraction": p_int, "interphase_measured": measured_int, "z_full": z_full,
         "references": refs_out, "sigma0": sigma0, "interphase_rank": ranks, "z_threshold": z_thr,
         "absorption_snr": abs_snr,
     }
@@ -806,7 +881,8 @@ def refine_empty_boundaries(label: np.ndarray, sem_image: np.ndarray, pixel_size
 
 
 def mark_cracks(label: np.ndarray, sem_image: np.ndarray, pixel_size_nm: float, *,
-                max_width_nm: float = 90.0, nmc_rim_fraction: float = 0.6) -> np.ndarray:
+                max_width_nm: float = 90.0, nmc_rim_fraction: float = 0.6,
+                gap_nm: float = 60.0) -> np.ndarray:
     """Label thin dark pieces enclosed by NMC (cracks) as empty.
 
     Non-NMC pixels that disappear under a morphological opening with a disc of ``max_width_nm`` diameter
@@ -822,6 +898,9 @@ def mark_cracks(label: np.ndarray, sem_image: np.ndarray, pixel_size_nm: float, 
     pixel_size_nm : float
     max_width_nm : float
     nmc_rim_fraction : float
+    gap_nm : float
+        Widest gap between NMC on both sides taken for a crack whatever its grey level (transverse cracks
+        are 20–60 nm wide: thinner than the STXM resolution, no electrolyte layer there can be confirmed).
 
     Returns
     -------
@@ -861,6 +940,53 @@ def mark_cracks(label: np.ndarray, sem_image: np.ndarray, pixel_size_nm: float, 
         dark = np.percentile(piece, 20) if sign > 0 else np.percentile(piece, 80)
         if sign * (thr - dark) > 0:
             out[lab == i] = VOID
+    # a crack that runs out to the particle surface joins the electrolyte there, so its thin piece is not
+    # rimmed by NMC; and a crack thinner than the SEM blur is no darker than electrolyte. A gap with NMC on
+    # both sides no wider than a crack (``gap_nm``: NMC closed by a disc that wide) cannot hold a
+    # resolvable electrolyte layer: it is a crack, whatever its grey
+    r_gap = max(int(round(gap_nm / 2.0 / pixel_size_nm)), 1)
+    closed = ndimage.binary_closing(np.pad(nmc, r_gap + 1), structure=disk(r_gap))
+    gap = ~nmc & closed[r_gap + 1:-r_gap - 1, r_gap + 1:-r_gap - 1]
+    out[gap & (label == ELECTROLYTE)] = VOID
+    return out
+
+
+def resolve_thin_rims(label: np.ndarray, pixel_size_nm: float, *, max_width_nm: float = 50.0) -> np.ndarray:
+    """Split electrolyte-textured rims thinner than the resolution between NMC and empty space.
+
+    The SEM draws a bright edge along every solid/empty boundary and blurs it over a few pixels, so a
+    boundary between NMC and a void often reads as a thin rim of electrolyte-like grey. A layer of
+    electrolyte thinner than ``max_width_nm`` (the STXM resolution: the chemistry cannot confirm it) lying
+    between NMC and empty pixels is taken for that boundary: each of its pixels joins the nearer of the two.
+
+    Parameters
+    ----------
+    label : ndarray of int, shape (ny, nx)
+        Texture classes (1 NMC, 3 electrolyte-like, 4 empty).
+    pixel_size_nm : float
+    max_width_nm : float
+        Widest rim (NMC-to-empty gap) resolved this way.
+
+    Returns
+    -------
+    ndarray, same shape and dtype as ``label``
+
+    Examples
+    --------
+    >>> lab = np.full((5, 12), 4); lab[:, :5] = 1; lab[:, 5:7] = 3
+    >>> resolve_thin_rims(lab, 10.0)[0].tolist()
+    [1, 1, 1, 1, 1, 1, 4, 4, 4, 4, 4, 4]
+    """
+    nmc = label == NMC
+    empty = label == VOID
+    if not nmc.any() or not empty.any():
+        return label
+    d_nmc = ndimage.distance_transform_edt(~nmc)
+    d_empty = ndimage.distance_transform_edt(~empty)
+    rim = (label == ELECTROLYTE) & (d_nmc + d_empty <= 1.0 + max_width_nm / float(pixel_size_nm))
+    out = label.copy()
+    out[rim & (d_empty < d_nmc)] = VOID
+    out[rim & (d_empty >= d_nmc)] = NMC
     return out
 
 
@@ -914,6 +1040,92 @@ def interphase_thickness_map(nmc: np.ndarray, electrolyte: np.ndarray, interphas
     den = ndimage.gaussian_filter(receiving.astype(float), sig, mode="constant")
     with np.errstate(invalid="ignore", divide="ignore"):
         t = np.where(receiving & (den > 1e-6), num / den, 0.0)
+    return t.astype(np.float32)
+
+
+
+def stxm_view(sem_map: np.ndarray, matrix: np.ndarray, stxm_shape, sigma_nm: float,
+              sem_pixel_nm: float) -> np.ndarray:
+    """What an STXM pixel sees of an SEM-grid map: blurred by the effective probe, sampled at pixel centres.
+
+    Parameters
+    ----------
+    sem_map : ndarray, shape (ny_sem, nx_sem)
+        Values on the SEM grid (e.g. an indicator of one class).
+    matrix : ndarray, shape (3, 3)
+        STXM pixel ``(x, y, 1)`` → SEM pixel ``(x, y, 1)``.
+    stxm_shape : (int, int)
+    sigma_nm : float
+        Gaussian sigma of the effective probe (zone-plate spot ⊗ pixel footprint).
+    sem_pixel_nm : float
+
+    Returns
+    -------
+    ndarray, shape ``stxm_shape``
+    """
+    blurred = ndimage.gaussian_filter(np.asarray(sem_map, dtype=float), sigma_nm / float(sem_pixel_nm))
+    m = np.asarray(matrix, dtype=float)
+    yy, xx = np.mgrid[0:stxm_shape[0], 0:stxm_shape[1]].astype(float)
+    xs = m[0, 0] * xx + m[0, 1] * yy + m[0, 2]
+    ys = m[1, 0] * xx + m[1, 1] * yy + m[1, 2]
+    return ndimage.map_coordinates(blurred, [ys, xs], order=1, mode="nearest")
+
+
+def fit_interphase_thickness(nmc: np.ndarray, electrolyte: np.ndarray, interphase_fraction: np.ndarray,
+                             measured: np.ndarray, matrix: np.ndarray, sem_pixel_nm: float,
+                             stxm_pixel_nm: float, psf_fwhm_nm: float, *, max_nm: float = 450.0,
+                             smooth_nm: float = 100.0, n_iter: int = 6) -> np.ndarray:
+    """Local interphase thickness whose band, seen through the STXM, reproduces the measured amounts.
+
+    The band drawn on the SEM grid is blurred by the effective probe (spot FWHM ⊗ pixel footprint),
+    sampled at the STXM pixel centres, restricted to the pixels where the chemistry measured an interphase
+    fraction, and brought back to the SEM grid exactly like the measurement; the amount per unit of NMC
+    surface (:func:`interphase_thickness_map`) of this prediction is compared with that of the measured
+    fractions, and the thickness corrected by the difference (a Landweber iteration). What the PSF spreads
+    over NMC pixels or outside the measured pixels, what bilinear resampling and curved surfaces do to the
+    amount, is thereby accounted for instead of being lost.
+
+    Parameters
+    ----------
+    nmc, electrolyte : ndarray of bool, shape (ny, nx)
+        NMC and electrolyte-textured pixels on the SEM grid.
+    interphase_fraction : ndarray, shape (ny_stxm, nx_stxm)
+        Measured interphase fraction on the STXM grid.
+    measured : ndarray of bool, shape (ny_stxm, nx_stxm)
+        STXM pixels where the fraction was measured (elsewhere it is 0 by construction).
+    matrix : ndarray, shape (3, 3)
+        STXM pixel → SEM pixel.
+    sem_pixel_nm, stxm_pixel_nm, psf_fwhm_nm : float
+    max_nm : float
+        Thickest band.
+    smooth_nm : float
+        Smoothing of the amounts along the surface (Gaussian sigma).
+    n_iter : int
+
+    Returns
+    -------
+    ndarray of float32, shape (ny, nx)
+        Thickness (nm) on NMC surface pixels, 0 elsewhere.
+    """
+    shape = nmc.shape
+    stxm_shape = interphase_fraction.shape
+    measured = np.asarray(measured, bool)
+
+    def amount(f_stxm):
+        f_sem = warp_to_sem(np.where(measured, f_stxm, 0.0), matrix, shape, order=1, cval=0.0)
+        return interphase_thickness_map(nmc, electrolyte, np.nan_to_num(f_sem), sem_pixel_nm, max_nm=max_nm,
+                                        smooth_nm=smooth_nm)
+
+    a_meas = amount(interphase_fraction)
+    surface = a_meas > 0
+    sigma_nm = np.hypot(psf_fwhm_nm / 2.3548, stxm_pixel_nm / np.sqrt(12.0))
+    dist, (iy, ix) = ndimage.distance_transform_edt(~nmc, return_indices=True)
+    depth_nm = (dist - 0.5) * sem_pixel_nm
+    t = a_meas.astype(float)
+    for _ in range(n_iter):
+        band = electrolyte & (depth_nm <= t[iy, ix])
+        a_pred = amount(stxm_view(band.astype(float), matrix, stxm_shape, sigma_nm, sem_pixel_nm))
+        t = np.where(surface, np.clip(t + (a_meas - a_pred), 0.0, max_nm), 0.0)
     return t.astype(np.float32)
 
 
@@ -1018,6 +1230,7 @@ def segment_lamella(od_stacks: dict, registrations: dict, sem, *, reference_edge
     label = refine_nmc_boundaries(label, image, sem_px, band_nm=stxm_px + psf_fwhm_nm)
     label = refine_empty_boundaries(label, image, sem_px, band_nm=stxm_px + psf_fwhm_nm)
     label = mark_cracks(label, image, sem_px, max_width_nm=crack_max_nm)
+    label = resolve_thin_rims(label, sem_px, max_width_nm=psf_fwhm_nm)
     empty = label == VOID
     # outside: empty regions along the field border (lamella edge) or mostly outside on the STXM grid
     outside = split_empty(empty, sem_px, vacuum=cls == OUTSIDE)
@@ -1029,24 +1242,41 @@ def segment_lamella(od_stacks: dict, registrations: dict, sem, *, reference_edge
     p_int = np.zeros(shape, np.float32)
     thickness_nm = np.zeros(shape, np.float32)
     if nmc_sem.any() and f_int_sem.max() > 0:
-        thickness_nm = interphase_thickness_map(nmc_sem, label == ELECTROLYTE, f_int_sem, sem_px,
-                                                max_nm=interphase_max_nm + psf_fwhm_nm,
+        thickness_nm = fit_interphase_thickness(nmc_sem, label == ELECTROLYTE, chem["interphase_fraction"],
+                                                chem["interphase_measured"], matrix, sem_px, stxm_px,
+                                                psf_fwhm_nm, max_nm=interphase_max_nm + psf_fwhm_nm,
                                                 smooth_nm=2.0 * psf_fwhm_nm)
         dist, (iy, ix) = ndimage.distance_transform_edt(~nmc_sem, return_indices=True)
         t_here = thickness_nm[iy, ix]
         depth_nm = (dist - 0.5) * sem_px
-        band = (label == ELECTROLYTE) & (depth_nm <= t_here) & (t_here >= 0.5 * sem_px)
+        # a band thinner than half the probe is not drawn: below the resolution the measured amount cannot
+        # be told from the partial-volume residual of a sharp NMC edge (no interphase after one charge)
+        min_band_nm = max(0.5 * psf_fwhm_nm, 0.5 * sem_px)
+        band = (label == ELECTROLYTE) & (depth_nm <= t_here) & (t_here >= min_band_nm)
         classes[band] = INTERPHASE
         # soft: logistic in depth around the band edge (width: one SEM pixel)
         p_int = np.where(label == ELECTROLYTE,
                          1.0 / (1.0 + np.exp((depth_nm - t_here) / sem_px)), 0.0).astype(np.float32)
-        p_int[t_here < 0.5 * sem_px] = 0.0
+        p_int[t_here < min_band_nm] = 0.0
+    # probabilities consistent with the final map (the texture posterior is not where the refined
+    # boundaries are, so its iso-lines would misplace them): P(NMC) is a logistic of the signed distance
+    # to the NMC boundary, ½ on the pixel edge; the rest goes to the class of the nearest non-NMC pixel,
+    # shared between interphase and electrolyte by the soft band
     probs = np.zeros((5,) + shape, np.float32)
-    probs[NMC] = post[0]
-    probs[ELECTROLYTE] = post[1] * (1 - p_int)
-    probs[INTERPHASE] = post[1] * p_int
-    probs[OUTSIDE] = post[2] * outside
-    probs[VOID] = post[2] * ~outside
+    if nmc_sem.any() and not nmc_sem.all():
+        d_in, (jy, jx) = ndimage.distance_transform_edt(nmc_sem, return_indices=True)
+        d_out = ndimage.distance_transform_edt(~nmc_sem)
+        p_nmc = 1.0 / (1.0 + np.exp(-2.0 * np.where(nmc_sem, d_in - 0.5, 0.5 - d_out)))
+        other, p_band = classes[jy, jx], p_int[jy, jx]
+    else:
+        p_nmc, other, p_band = nmc_sem.astype(float), classes, p_int
+    rest = 1.0 - p_nmc
+    e_side = (other == ELECTROLYTE) | (other == INTERPHASE)
+    probs[NMC] = p_nmc
+    probs[INTERPHASE] = rest * e_side * p_band
+    probs[ELECTROLYTE] = rest * e_side * (1.0 - p_band)
+    probs[VOID] = rest * (other == VOID)
+    probs[OUTSIDE] = rest * (other == OUTSIDE)
     t_end = time.perf_counter()
     details = {
         "reference_edge": ref_edge,

@@ -9,8 +9,10 @@
    closer than the smallest particle radius are one peak (``peak_local_max``), and a watershed on the
    negative distance splits the mask;
 3. neighbouring regions whose shared boundary (the "neck") is wide compared with the smaller region's
-   inscribed radius (``saddle / peak > neck_ratio``) are merged again: two touching particles meet at a
-   narrow neck, one irregular particle has no neck;
+   inscribed radius (``saddle / peak > neck_ratio``) are merged again — unless their union is markedly
+   less convex than either part (single-crystal particles are convex; two touching ones make a
+   concave outline even across a wide contact): two touching particles meet at a narrow neck or a
+   concave notch, one irregular particle has neither;
 4. regions smaller than a disc of ``min_diameter_nm`` are merged into the neighbour they share the longest
    boundary with, or dropped;
 5. ids are renumbered 1…n in raster order of the particle centroids (row, then column), so they are stable
@@ -95,6 +97,15 @@ def _neighbour_pairs(labels: np.ndarray, value: np.ndarray | None = None):
     return out
 
 
+def _solidity(mask: np.ndarray) -> float:
+    """Area of a mask over the area of its convex hull (1 for a convex shape)."""
+    from skimage.morphology import convex_hull_image
+
+    sl = ndimage.find_objects(mask.astype(np.uint8))[0]
+    crop = mask[sl]
+    return float(crop.sum() / max(convex_hull_image(crop).sum(), 1))
+
+
 def _union_find_merge(labels: np.ndarray, pairs) -> np.ndarray:
     parent = np.arange(int(labels.max()) + 1)
 
@@ -114,7 +125,8 @@ def _union_find_merge(labels: np.ndarray, pairs) -> np.ndarray:
 
 def label_particles(classes: np.ndarray, sem_image: np.ndarray | None, pixel_size_nm: float, *,
                     min_diameter_nm: float = 150.0, min_particle_diameter_nm: float = 500.0,
-                    crack_width_nm: float = 60.0, neck_ratio: float = 0.7) -> np.ndarray:
+                    crack_width_nm: float = 60.0, neck_ratio: float = 0.7,
+                    concavity: float = 0.05) -> np.ndarray:
     """Label NMC particles (class 1) on the SEM grid.
 
     Parameters
@@ -139,7 +151,12 @@ def label_particles(classes: np.ndarray, sem_image: np.ndarray | None, pixel_siz
         60 % NMC are cracks and are bridged too.
     neck_ratio : float
         Two neighbouring regions are one particle when the distance-transform value at their widest shared
-        boundary point exceeds ``neck_ratio`` × the smaller region's peak (inscribed radius).
+        boundary point exceeds ``neck_ratio`` × the smaller region's peak (inscribed radius) — and
+        joining them keeps the shape convex.
+    concavity : float
+        Single-crystal particles are convex: two neighbouring regions whose union's solidity (area over
+        convex-hull area) is lower than the smaller of their own solidities by more than this are two
+        touching particles, however wide the contact.
 
     Returns
     -------
@@ -205,6 +222,14 @@ def label_particles(classes: np.ndarray, sem_image: np.ndarray | None, pixel_siz
     if len(pairs):
         smaller_peak = np.minimum(peak_val[pairs["a"].to_numpy()], peak_val[pairs["b"].to_numpy()])
         wide = pairs["saddle"].to_numpy() > neck_ratio * smaller_peak
+        # single-crystal particles are convex: two regions are one particle only when joining them keeps
+        # the shape convex (the union loses at most ``concavity`` of its convex hull more than the parts)
+        for k in np.flatnonzero(wide):
+            a, b = int(pairs["a"].iloc[k]), int(pairs["b"].iloc[k])
+            sol_a, sol_b, sol_ab = (_solidity(regions == a), _solidity(regions == b),
+                                    _solidity((regions == a) | (regions == b)))
+            if sol_ab < min(sol_a, sol_b) - concavity:
+                wide[k] = False
         regions = _union_find_merge(regions, pairs.loc[wide, ["a", "b"]].to_numpy())
 
     # back to NMC pixels only (bridged crack pixels are not NMC)

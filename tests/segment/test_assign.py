@@ -5,8 +5,9 @@ import pytest
 from scipy import ndimage
 from sklearn.metrics import f1_score
 
-from segment.assign import (Segmentation, classify_stxm, edge_signature, name_spectrum, od_noise_scale,
-                            segment_lamella, split_empty, to_reference_grid, tolerant_f1)
+from segment.assign import (VOID, Segmentation, classify_stxm, edge_signature, fit_interphase_thickness,
+                            mark_cracks, name_spectrum, od_noise_scale, resolve_thin_rims, segment_lamella,
+                            split_empty, stxm_view, to_reference_grid, tolerant_f1)
 from segment.lamella import SemImage
 from segment.register import Registration
 from segment.stack import Stack
@@ -232,6 +233,8 @@ def test_segment_lamella_sem_resolution():
     assert seg.classes.dtype == np.uint8 and seg.classes.shape == truth.shape
     assert seg.probabilities.shape == (5,) + truth.shape and seg.probabilities.dtype == np.float32
     np.testing.assert_allclose(seg.probabilities.sum(axis=0), 1.0, atol=1e-4)
+    # the probabilities are the soft version of the map: their ½ iso-lines are its boundaries
+    assert np.mean(np.argmax(seg.probabilities, axis=0) == seg.classes) > 0.999
     inside = truth > 0
     macro = f1_score(truth[inside], seg.classes[inside], labels=[1, 2, 3, 4], average="macro")
     assert macro > 0.85
@@ -247,3 +250,57 @@ def test_segment_lamella_with_ni_l_only():
     f1 = f1_score(truth[inside], seg.classes[inside], labels=[1, 3, 4], average=None)
     assert f1[0] > 0.97 and f1[1] > 0.95 and f1[2] > 0.9
     assert tolerant_f1(seg.classes == 2, truth == 2, 4.0)["f1"] > 0.85
+
+
+def test_split_empty_void_joined_to_outside_through_a_neck():
+    empty = np.zeros((120, 120), bool)
+    empty[100:, :] = True                                    # lamella edge along the bottom border
+    yy, xx = np.mgrid[:120, :120]
+    empty |= (yy - 50) ** 2 + (xx - 60) ** 2 <= 20 ** 2      # a void 400 nm across
+    empty[70:100, 57:63] = True                              # joined by a 60 nm wide dark stripe
+    out = split_empty(empty, 10.0, lamella_edge_nm=500.0, neck_nm=150.0)
+    assert out[110, 5] and out[105, 60]
+    assert not out[50, 60] and not out[72, 60]
+
+
+def test_resolve_thin_rims_splits_rim_between_nmc_and_void():
+    lab = np.full((20, 40), 3)
+    lab[:, :15] = 1
+    lab[:, 18:30] = 4                                        # 3-px (30 nm) rim between NMC and a void
+    out = resolve_thin_rims(lab, 10.0, max_width_nm=50.0)
+    assert set(np.unique(out[:, 15:18])) <= {1, 4}
+    assert (out[:, 30:] == 3).all()                          # electrolyte beyond the void untouched
+    lab[:, 18:30] = 3
+    lab[:, 24:30] = 4                                        # a 90 nm electrolyte layer is resolved: kept
+    assert (resolve_thin_rims(lab, 10.0, max_width_nm=50.0)[:, 15:24] == 3).all()
+
+
+def test_mark_cracks_thin_grey_gap_inside_nmc_is_void():
+    lab = np.full((80, 120), 3)
+    lab[10:70, 10:110] = 1
+    lab[10:70, 59:61] = 3                                     # 20 nm crack read as electrolyte
+    sem = np.where(lab == 1, 1.0, 0.5)
+    sem[0:5, 0:5] = 0.0                                       # some vacuum in the image
+    out = mark_cracks(lab, sem, 10.0, max_width_nm=90.0, gap_nm=60.0)
+    assert (out[15:65, 59:61] == VOID).all()
+    assert (out[:8, 20:100] == 3).all()
+
+
+def test_fit_interphase_thickness_recovers_band_through_psf():
+    # SEM 10 nm pixels, STXM 40 nm, 50 nm probe; a 90 nm band along a straight NMC surface; the
+    # chemistry measures its fraction only where NMC covers less than half the STXM pixel
+    sem_px, stxm_px, psf = 10.0, 40.0, 50.0
+    shape = (200, 200)
+    nmc = np.zeros(shape, bool)
+    nmc[:, :80] = True
+    band = ~nmc & (np.mgrid[:200, :200][1] < 89)
+    matrix = np.array([[4.0, 0, 1.5], [0, 4.0, 1.5], [0, 0, 1]])
+    stxm_shape = (50, 50)
+    sigma = np.hypot(psf / 2.3548, stxm_px / np.sqrt(12))
+    f_band = stxm_view(band.astype(float), matrix, stxm_shape, sigma, sem_px)
+    f_nmc = stxm_view(nmc.astype(float), matrix, stxm_shape, sigma, sem_px)
+    measured = (f_nmc < 0.5) & (f_band > 0.02)
+    t = fit_interphase_thickness(nmc, ~nmc, np.where(measured, f_band, 0), measured, matrix, sem_px, stxm_px,
+                                 psf, smooth_nm=50.0)
+    surface = t[40:160, 79]
+    assert abs(np.median(surface) - 90.0) < 9.0

@@ -5,12 +5,14 @@ Raw files → drift alignment and OD (segment.align, segment.stack) → STXM→S
 scored against ``truth/``. Tolerances are what this implementation honestly reaches, with a small margin
 (measured on the shipped examples in brackets; project targets after the slash):
 
-- macro F1 over classes 1–4 inside the lamella ≥ 0.88 [4.25 V: 0.932, 4.7 V: 0.908 / target 0.95] — the
-  interphase at exact SEM-pixel level (F1 ≈ 0.79–0.81) is what holds it back;
-- interphase F1 with one-STXM-pixel tolerance ≥ 0.88 [0.922, 0.906 / 0.85];
-- charged lamella: interphase < 0.5 % of the lamella [0.16 % / 0.5 %];
-- particles matched at IoU ≥ 0.8: ≥ 80 % [4.25 V: 100 %, 4.7 V: 80 % (cracked particles), charged: 100 % /
-  95 %].
+- macro F1 over classes 1–4 inside the lamella ≥ 0.945 / 0.935 [4.25 V: 0.954, 4.7 V: 0.944 / target 0.95];
+  the interphase at exact SEM-pixel level (F1 0.875, 0.859) is what holds it back: 15 % (4.25 V) and
+  12 % (4.7 V) of the true interphase lies outside the Ni-L STXM field, where no chemistry can find it;
+- void F1 ≥ 0.93 [0.963, 0.945];
+- interphase F1 with one-STXM-pixel tolerance ≥ 0.92 [0.941, 0.939 / 0.85];
+- charged lamella: interphase < 0.2 % of the lamella [0.016 % / 0.5 %];
+- particles matched at IoU ≥ 0.8, touching and cracked ones included: ≥ 95 % [4.25 V: 13/13,
+  4.7 V: 15/15, charged: 14/14 / 95 %].
 """
 
 import numpy as np
@@ -64,15 +66,17 @@ def _scores(seg, particles, truth, tol_px):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["cycled_4p25v", "cycled_4p7v"])
-def test_cycled_lamellae(datasets_dir, name):
+@pytest.mark.parametrize("name, min_macro", [("cycled_4p25v", 0.945), ("cycled_4p7v", 0.935)])
+def test_cycled_lamellae(datasets_dir, name, min_macro):
     s = _scores(*_run(datasets_dir, name))
     print(name, s)
-    assert s["macro"] >= 0.88
-    assert s["per_class"][0] >= 0.98          # NMC
-    assert s["per_class"][2] >= 0.95          # electrolyte
-    assert s["interphase"]["f1"] >= 0.88
-    assert s["matched"] >= 0.8
+    assert s["macro"] >= min_macro
+    assert s["per_class"][0] >= 0.985         # NMC
+    assert s["per_class"][1] >= 0.84          # interphase, exact SEM pixels
+    assert s["per_class"][2] >= 0.975         # electrolyte
+    assert s["per_class"][3] >= 0.93          # void
+    assert s["interphase"]["f1"] >= 0.92
+    assert s["matched"] >= 0.95
 
 
 @pytest.mark.slow
@@ -80,9 +84,9 @@ def test_charged_lamella_has_no_interphase(datasets_dir):
     seg, particles, truth, tol = _run(datasets_dir, "charged")
     s = _scores(seg, particles, truth, tol)
     print("charged", s)
-    assert s["interphase_fraction"] < 0.005
+    assert s["interphase_fraction"] < 0.002
     t = np.asarray(truth["classes"])
     inside = t > 0
     per_class = f1_score(t[inside], seg.classes[inside], labels=[1, 3, 4], average=None, zero_division=0)
-    assert per_class[0] >= 0.98 and per_class[1] >= 0.98 and per_class[2] >= 0.93
-    assert s["matched"] >= 0.9
+    assert per_class[0] >= 0.985 and per_class[1] >= 0.985 and per_class[2] >= 0.95
+    assert s["matched"] >= 0.95

@@ -56,6 +56,20 @@ def test_electrolyte_gap_is_not_bridged():
     assert label_particles(classes, None, 10.0).max() == 2
 
 
+def test_convex_particles_touching_along_a_wide_contact_are_split():
+    # two square particles (1 µm) sharing 50 % of a side: a wide contact (no narrow neck), but the
+    # union has a concave notch while each particle is convex
+    shape = (200, 260)
+    a = np.zeros(shape, bool)
+    b = np.zeros(shape, bool)
+    a[30:130, 20:120] = True
+    b[80:180, 120:220] = True
+    labels = label_particles(_classes(a | b), None, 10.0)
+    truth = a.astype(int) + 2 * b
+    m = match_particles(labels, truth, iou_threshold=0.9)
+    assert labels.max() == 2 and m["matched"].sum() == 2
+
+
 def test_elongated_particle_is_not_oversplit():
     yy, xx = np.mgrid[:160, :360]
     ellipse = ((yy - 80) / 45.0) ** 2 + ((xx - 180) / 160.0) ** 2 <= 1
