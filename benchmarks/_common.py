@@ -135,24 +135,47 @@ def load_example(name: str):
     return _MEMO[key]
 
 
-def _memo(key: tuple, filename: str, make):
-    """``make()`` once per process (and once per :data:`CACHE_DIR`, when set, via a pickle there)."""
+def _memo(key: tuple, filename: str, make, dump=None, load=None):
+    """``make()`` once per process (and once per :data:`CACHE_DIR`, when set, through ``dump``/``load``: plain
+    ``.npz`` arrays and JSON, never a pickle)."""
     if key in _MEMO:
         return _MEMO[key]
-    import pickle
-
-    path = None if CACHE_DIR is None else Path(CACHE_DIR) / filename
+    path = None if CACHE_DIR is None or dump is None else Path(CACHE_DIR) / filename
     if path is not None and path.is_file():
-        with open(path, "rb") as fh:
-            _MEMO[key] = pickle.load(fh)
+        _MEMO[key] = load(path)
         return _MEMO[key]
     out = make()
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "wb") as fh:
-            pickle.dump(out, fh)
+        dump(path, out)
     _MEMO[key] = out
     return out
+
+
+def _dump_preprocessed(path: Path, d: dict) -> None:
+    import json
+
+    od = d["od"]
+    meta = {"pixel_size_nm": od.pixel_size_nm, "kind": od.kind, "edge": od.edge, "source": od.source,
+            "align_s": d["align_s"], "od_s": d["od_s"]}
+    valid = od.metadata.get("valid_region")
+    arrays = {"data": od.data, "energies_ev": od.energies_ev, "shifts": d["shifts"]}
+    if valid is not None:
+        arrays["valid_region"] = np.asarray(valid, bool)
+    np.savez(path, meta=np.array(json.dumps(meta)), **arrays)
+
+
+def _load_preprocessed(path: Path) -> dict:
+    import json
+
+    from segment.stack import Stack
+
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(str(z["meta"]))
+        metadata = {"valid_region": z["valid_region"]} if "valid_region" in z else {}
+        od = Stack(data=z["data"], energies_ev=z["energies_ev"], pixel_size_nm=meta["pixel_size_nm"],
+                   kind=meta["kind"], edge=meta["edge"], source=meta["source"], metadata=metadata)
+        return {"od": od, "shifts": z["shifts"], "align_s": meta["align_s"], "od_s": meta["od_s"]}
 
 
 def preprocessed(name: str, edge: str) -> dict:
@@ -174,12 +197,11 @@ def preprocessed(name: str, edge: str) -> dict:
             od, _ = optical_density(aligned)
         return {"od": od, "shifts": np.asarray(shifts, float), "align_s": t_align["s"], "od_s": t_od["s"]}
 
-    return _memo(("pre", name, edge), f"{name}_{edge}.pkl", make)
+    return _memo(("pre", name, edge), f"{name}_{edge}.npz", make, _dump_preprocessed, _load_preprocessed)
 
 
 def registration(name: str, edge: str) -> dict:
-    """ceimap's STXM→SEM registration of one preprocessed stack, timed (memoised; disk-cached with
-    :data:`CACHE_DIR`): ``register_stxm_to_sem(contrast_image(od), …)`` as ``process_lamella`` calls it.
+    """ceimap's STXM→SEM registration of one preprocessed stack, timed (memoised in the process): ``register_stxm_to_sem(contrast_image(od), …)`` as ``process_lamella`` calls it.
     Returns ``{"registration": Registration, "s": seconds}``."""
     def make():
         from segment.register import contrast_image, register_stxm_to_sem
@@ -191,7 +213,7 @@ def registration(name: str, edge: str) -> dict:
                                        lam.sem.pixel_size_nm)
         return {"registration": reg, "s": t["s"]}
 
-    return _memo(("reg", name, edge), f"{name}_{edge}_registration.pkl", make)
+    return _memo(("reg", name, edge), f"{name}_{edge}_registration", make)  # cheap: memoised in the process only
 
 
 def mantis_import_error() -> str | None:

@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 
 from .align import align_frames
-from .assign import segment_lamella
+from .assign import Segmentation, segment_lamella, split_empty
 from .lamella import Lamella
 from .particles import label_particles
 from .register import Registration, contrast_image, register_stxm_to_sem
@@ -98,23 +98,15 @@ def preprocess_stack(stack: Stack) -> tuple[Stack, dict, np.ndarray]:
     return od, report, np.asarray(shifts_px, dtype=float)
 
 
-def process_lamella(
-    lamella: Lamella,
-    *,
-    progress: Callable[[str], None] = _silent,
-) -> PipelineResult:
-    """Run the segment stages on one lamella: OD, drift, registration, spectra, classes, particles.
-
-    Parameters
-    ----------
-    lamella : Lamella
-        SEM image and STXM stacks (a Ni-L stack is required; S-L is used when present).
-    progress : callable, optional
-        Called with a short message before each long step (the CLI prints them on stderr).
+def preprocess_lamella(lamella: Lamella, *, progress: Callable[[str], None] = _silent):
+    """The stages before classification: OD and drift per edge, registration to the SEM, spectral maps.
 
     Returns
     -------
-    PipelineResult
+    od_stacks, od_reports, drift_px, registrations : dict by edge
+        As in :class:`PipelineResult`.
+    egt2g : EgT2gMap or None
+    s_edge : SEdgeMap or None
     """
     sem = lamella.sem
     od_stacks, od_reports, drift_px, registrations = {}, {}, {}, {}
@@ -135,9 +127,123 @@ def process_lamella(
     if S_EDGE in od_stacks:
         progress("S-L: edge position per STXM pixel")
         s_edge = s_edge_map(od_stacks[S_EDGE])
+    return od_stacks, od_reports, drift_px, registrations, egt2g, s_edge
 
-    progress("segmenting: chemistry + SEM texture → class map")
-    segmentation = segment_lamella(od_stacks, registrations, sem)
+
+def train_classifier(annotated: list, *, estimator: str = "random_forest", seed: int = 0,
+                     progress: Callable[[str], None] = _silent):
+    """Train a pixel classifier from annotated lamellae (the ``ceimap train`` stages).
+
+    Parameters
+    ----------
+    annotated : list of (Lamella, ndarray)
+        Each lamella with its annotation image (uint8 on the SEM grid, 0 = not annotated, 1–4 classes).
+    estimator : {"random_forest", "hist_gradient_boosting"}
+    seed : int
+    progress : callable
+
+    Returns
+    -------
+    PixelClassifier
+        With ``validation["leave_one_lamella_out"]`` when two or more lamellae were given.
+    """
+    from .classifier import PixelClassifier, default_spec, lamella_samples, leave_one_lamella_out
+    from .errors import CeimapInputError
+
+    edge_sets = [set(lam.stacks) for lam, _ in annotated]
+    common = set.intersection(*edge_sets)
+    spec = default_spec({e: None for e in common})
+    samples = []
+    for lam, labels in annotated:
+        if not np.any(labels > 0):
+            raise CeimapInputError("the annotation image has no annotated pixel (all 0)",
+                                   path=lam.annotations_path or lam.name)
+        def named(message, _name=lam.name):
+            progress(f"{_name}: {message}")
+
+        od_stacks, _, _, registrations, egt2g, s_edge = preprocess_lamella(lam, progress=named)
+        named(f"features of {int(np.sum(labels > 0))} annotated pixels")
+        samples.append(lamella_samples(lam.name, lam.sem, od_stacks, registrations, labels, spec,
+                                       egt2g=egt2g, s_edge=s_edge))
+    present = np.unique(np.concatenate([s.labels for s in samples]))
+    if present.size < 2:
+        raise CeimapInputError(f"the annotations name only class {int(present[0])}: annotate at least two classes",
+                               path=", ".join(str(lam.annotations_path or lam.name) for lam, _ in annotated))
+    validation = {}
+    if len(samples) > 1:
+        progress("leave-one-lamella-out validation")
+        validation["leave_one_lamella_out"] = leave_one_lamella_out(samples, spec, estimator=estimator, seed=seed)
+    progress(f"fitting the classifier ({estimator}) on {sum(s.labels.size for s in samples)} annotated pixels")
+    return PixelClassifier(spec, samples, estimator=estimator, seed=seed, validation=validation)
+
+
+def classify_with_model(classifier, od_stacks: dict, registrations: dict, sem, *, egt2g=None,
+                        s_edge=None) -> Segmentation:
+    """Class map of a lamella from a trained pixel classifier.
+
+    The classifier names classes 1–4; empty (void-class) regions along the field border are outside the
+    lamella (:func:`segment.assign.split_empty`, as in the unsupervised path).
+
+    Returns
+    -------
+    Segmentation
+        ``details`` hold ``method`` ("supervised pixel classifier"), ``model`` (file, sha256, feature spec …,
+        see :meth:`PixelClassifier.describe`) and ``entropy`` (normalised entropy map, SEM grid).
+    """
+    classes, probabilities, entropy = classifier.predict(sem, od_stacks, registrations, egt2g=egt2g,
+                                                         s_edge=s_edge)
+    outside = split_empty(classes == 4, float(sem.pixel_size_nm))
+    classes = classes.copy()
+    classes[outside] = 0
+    probabilities[0] = np.where(outside, probabilities[4], 0.0)
+    probabilities[4] = np.where(outside, 0.0, probabilities[4])
+    details = {"method": "supervised pixel classifier", "model": classifier.describe(), "entropy": entropy}
+    return Segmentation(classes=classes, probabilities=probabilities, details=details)
+
+
+def process_lamella(
+    lamella: Lamella,
+    *,
+    model=None,
+    progress: Callable[[str], None] = _silent,
+) -> PipelineResult:
+    """Run the segment stages on one lamella: OD, drift, registration, spectra, classes, particles.
+
+    Parameters
+    ----------
+    lamella : Lamella
+        SEM image and STXM stacks (a Ni-L stack is required; S-L is used when present).
+    model : path-like or PixelClassifier, optional
+        A trained pixel classifier (:mod:`segment.classifier`, written by ``ceimap train``): its prediction
+        replaces the unsupervised class assignment; everything else is unchanged. A model file is loaded
+        and checked (and checked against this lamella's edges, energies and pixel sizes) before any
+        processing, so a wrong model fails fast.
+    progress : callable, optional
+        Called with a short message before each long step (the CLI prints them on stderr).
+
+    Returns
+    -------
+    PipelineResult
+    """
+    sem = lamella.sem
+    classifier = None
+    if model is not None:
+        from .classifier import PixelClassifier
+
+        if isinstance(model, PixelClassifier):
+            classifier = model
+        else:
+            progress(f"loading the pixel classifier {model} (refitting it from its training data)")
+            classifier = PixelClassifier.load(model)
+        classifier.check_lamella(sem, lamella.stacks)
+    od_stacks, od_reports, drift_px, registrations, egt2g, s_edge = preprocess_lamella(lamella, progress=progress)
+
+    if classifier is None:
+        progress("segmenting: chemistry + SEM texture → class map")
+        segmentation = segment_lamella(od_stacks, registrations, sem)
+    else:
+        progress("segmenting with the trained pixel classifier")
+        segmentation = classify_with_model(classifier, od_stacks, registrations, sem, egt2g=egt2g, s_edge=s_edge)
     progress("labelling NMC particles")
     particles = label_particles(segmentation.classes, sem.image, sem.pixel_size_nm)
 

@@ -1,4 +1,4 @@
-"""The ``ceimap`` command line: demo, run, compare, report.
+"""The ``ceimap`` command line: demo, run, train, compare, report.
 
 Exit status: 0 success; 2 bad input or usage (the message names the file and the problem);
 1 an internal error. Progress goes to stderr.
@@ -82,15 +82,143 @@ def _require_ni(lamella) -> None:
 def cmd_run(args) -> int:
     from .run import run_lamella
 
-    if args.model is not None:
-        raise CeimapInputError(
-            "--model: trained pixel classifiers are not supported by this version of ceimap yet; "
-            "run without --model for the unsupervised class map", path=args.model)
     progress = _Progress()
     lamella = load_lamella_from_args(args)
     _require_ni(lamella)
-    report = run_lamella(lamella, args.out, overwrite=args.overwrite, progress=progress)
+    model = None
+    if args.model is not None:
+        from segment.classifier import PixelClassifier
+
+        progress(f"loading the pixel classifier {args.model} (refitting it from its training data)")
+        model = PixelClassifier.load(args.model)
+        model.check_lamella(lamella.sem, lamella.stacks, path=args.model)
+    report = run_lamella(lamella, args.out, overwrite=args.overwrite, model=model, progress=progress)
     print(report)
+    return 0
+
+
+TRAIN_USAGE = ("ceimap train (LAMELLA.toml | --sem SEM [--sem-pixel-nm NM] --stxm EDGE=PATH ...) "
+               "[--annotations LABELS.tif] [... more lamellae ...] --out MODEL "
+               "[--estimator random_forest|hist_gradient_boosting] [--seed N] [--overwrite]")
+
+
+TRAIN_HELP = """Train the supervised pixel classifier from sparse annotations drawn on the SEM grid
+(class codes 0 not annotated, 1 NMC, 2 interphase, 3 electrolyte, 4 void) of one or more lamellae; a
+LAMELLA.toml's own `annotations` key counts as its annotations. The model file (.npz) holds only data —
+the annotated pixels' features and labels, the feature spec, hyper-parameters and seed — and the classifier
+is refitted from it on load; apply it with `ceimap run ... --model MODEL`."""
+
+
+def parse_train_args(argv: list[str]) -> tuple[list[dict], dict]:
+    """Split ``ceimap train`` arguments into lamellae (in order) and global options.
+
+    A lamella starts at a ``LAMELLA.toml`` or at ``--sem``; ``--sem-pixel-nm``, ``--stxm``,
+    ``--annotations`` and ``--sample`` that follow belong to it. ``--out``, ``--estimator``, ``--seed`` and
+    ``--overwrite`` are global.
+    """
+    per_lamella = {"--sem", "--sem-pixel-nm", "--stxm", "--annotations", "--sample"}
+    global_values = {"--out", "--estimator", "--seed"}
+    groups, options = [], {"overwrite": False, "estimator": "random_forest", "seed": 0, "out": None}
+    i = 0
+
+    def value(flag):
+        nonlocal i
+        if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
+            raise CeimapInputError(f"{flag} needs a value; usage: {TRAIN_USAGE}")
+        i += 1
+        return argv[i]
+
+    while i < len(argv):
+        token = argv[i]
+        flag, eq, inline = token.partition("=") if token.startswith("--") else (token, "", "")
+        if eq:
+            argv = argv[:i] + [flag, inline] + argv[i + 1:]
+            token = flag
+        if token in ("-h", "--help"):
+            print(f"usage: {TRAIN_USAGE}\n\n{TRAIN_HELP}")
+            raise SystemExit(0)
+        if token == "--overwrite":
+            options["overwrite"] = True
+        elif token in global_values:
+            options[token[2:]] = value(token)
+        elif token == "--sem" or not token.startswith("-"):
+            if token == "--sem":
+                groups.append({"sem": Path(value(token)), "stxm": []})
+            else:
+                groups.append({"manifest": Path(token), "stxm": []})
+        elif token in per_lamella:
+            if not groups:
+                raise CeimapInputError(f"{token} must follow a LAMELLA.toml or --sem; usage: {TRAIN_USAGE}")
+            key = token[2:].replace("-", "_")
+            v = value(token)
+            if key == "stxm":
+                groups[-1]["stxm"].append(v)
+            elif key in groups[-1]:
+                raise CeimapInputError(f"{token} given twice for one lamella")
+            else:
+                groups[-1][key] = v
+        else:
+            raise CeimapInputError(f"unknown option {token!r}; usage: {TRAIN_USAGE}")
+        i += 1
+    if not groups:
+        raise CeimapInputError(f"no lamella given; usage: {TRAIN_USAGE}")
+    if options["out"] is None:
+        raise CeimapInputError(f"--out MODEL is required; usage: {TRAIN_USAGE}")
+    try:
+        options["seed"] = int(options["seed"])
+    except ValueError:
+        raise CeimapInputError(f"--seed must be an integer, got {options['seed']!r}") from None
+    if options["estimator"] not in ("random_forest", "hist_gradient_boosting"):
+        raise CeimapInputError(f"--estimator must be random_forest or hist_gradient_boosting, "
+                               f"got {options['estimator']!r}")
+    return groups, options
+
+
+def cmd_train(args) -> int:
+    from segment.io import read_annotations
+    from segment.pipeline import train_classifier
+
+    groups, options = parse_train_args(args.rest)
+    out = Path(options["out"])
+    if out.exists() and not options["overwrite"]:
+        raise CeimapInputError("the model file exists; choose another --out or pass --overwrite", path=out)
+    if out.is_dir():
+        raise CeimapInputError("--out must be a file name (e.g. model.npz), not a folder", path=out)
+    annotated = []
+    for group in groups:
+        if "sem" in group and "manifest" in group:
+            raise CeimapInputError("give either LAMELLA.toml or --sem/--stxm for one lamella, not both")
+        ns = argparse.Namespace(lamella=group.get("manifest"), sem=group.get("sem"),
+                                sem_pixel_nm=float(group["sem_pixel_nm"]) if "sem_pixel_nm" in group else None,
+                                stxm=group["stxm"], sample=group.get("sample"))
+        lamella = load_lamella_from_args(ns)
+        _require_ni(lamella)
+        path = Path(group["annotations"]) if "annotations" in group else lamella.annotations_path
+        if path is None:
+            raise CeimapInputError("no annotations: give --annotations LABELS.tif after this lamella "
+                                   "(or an `annotations` key in its manifest)",
+                                   path=lamella.manifest_path or group.get("sem"))
+        if any(p.resolve() == out.resolve() for p in [*lamella.input_paths, path]):
+            raise CeimapInputError("--out would overwrite an input file", path=out)
+        annotated.append((lamella, read_annotations(path, lamella.sem.image.shape)))
+        if lamella.annotations_path != path:
+            from segment.lamella import Lamella
+            annotated[-1] = (Lamella(**{**lamella.__dict__, "annotations_path": path}), annotated[-1][1])
+    names = [lam.name for lam, _ in annotated]
+    if len(set(names)) != len(names):  # the validation table is keyed by name
+        annotated = [(type(lam)(**{**lam.__dict__, "name": f"{lam.name}#{k + 1}"}), a)
+                     for k, (lam, a) in enumerate(annotated)]
+    progress = _Progress()
+    model = train_classifier(annotated, estimator=options["estimator"], seed=options["seed"], progress=progress)
+    digest = model.save(out)
+    for name, v in model.validation.get("leave_one_lamella_out", {}).items():
+        per = ", ".join(f"{k}: {f:.3f}" for k, f in v["per_class_f1"].items())
+        print(f"leave-one-lamella-out {name}: macro F1 {v['macro_f1']:.3f} (per class {per}; "
+              f"{v['n']} annotated pixels)", file=sys.stderr)
+    if len(annotated) < 2:
+        print("leave-one-lamella-out validation needs two or more lamellae (one given)", file=sys.stderr)
+    print(f"model sha256 {digest}", file=sys.stderr)
+    print(out)
     return 0
 
 
@@ -172,6 +300,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", required=True, type=Path, help="results folder")
     run.set_defaults(func=cmd_run)
 
+    train = sub.add_parser("train", help="train the pixel classifier from sparse annotations",
+                           usage=TRAIN_USAGE, add_help=False)
+    train.add_argument("rest", nargs=argparse.REMAINDER)
+    train.set_defaults(func=cmd_train)
+
     compare = sub.add_parser("compare", help="statistics between samples")
     compare.add_argument("runs", nargs="+", help="results folders of `ceimap run`")
     compare.add_argument("--out", required=True, help="folder for compare.json and report.html")
@@ -185,7 +318,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "train":  # lamella groups are order-dependent: parsed by parse_train_args
+        args = argparse.Namespace(command="train", func=cmd_train, rest=argv[1:])
+    else:
+        args = parser.parse_args(argv)
     try:
         return args.func(args)
     except CeimapInputError as error:

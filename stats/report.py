@@ -963,6 +963,14 @@ def _methods_section(run) -> str:
         "Pixels were assigned to NMC, interphase, electrolyte and void classes on the SEM grid"
         + (f" by {_esc(method)}" if isinstance(method, str) else "")
         + "; NMC particles were separated into instances.")
+    model = params.get("model") if isinstance(params.get("model"), dict) else None
+    if model:
+        spec = model.get("feature_spec") if isinstance(model.get("feature_spec"), dict) else {}
+        sentences.append(
+            f"The class map came from the trained pixel classifier {_esc(model.get('file'))} "
+            f"(SHA-256 {_esc(str(model.get('sha256'))[:16])}…; {_esc(model.get('estimator'))}, trained on "
+            f"{_esc(', '.join(map(str, model.get('trained_on') or [])))}; feature spec version "
+            f"{_esc(spec.get('version'))}, {len(spec.get('names') or [])} features).")
     sentences.append(
         f"The Ni e<sub>g</sub>/t<sub>2g</sub> ratio was taken from the L<sub>3</sub> features at "
         f"{t2g:g} eV (t<sub>2g</sub>) and {eg:g} eV (e<sub>g</sub>) and analysed on native STXM pixels, with the "

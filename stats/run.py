@@ -109,6 +109,9 @@ def write_results(out: Path, result: PipelineResult, analysis: Analysis, prov: d
     write_tiff(out / "particles.tif", result.particles.astype(np.uint32))
     write_tiff(out / "egt2g.tif", egt2g_on_sem(result))
     write_tiff(out / "sem.tif", lamella.sem.image.astype(np.float32))
+    entropy = result.details.get("segmentation", {}).get("entropy")
+    if entropy is not None:  # trained classifier: where it is unsure (annotate there next)
+        write_tiff(out / "entropy.tif", np.asarray(entropy, dtype=np.float32))
     write_json(out / "registration.json", registration_record(result))
     write_csv(out / "particles.csv", analysis.particles)
     write_csv(out / "thickness.csv", analysis.thickness)
@@ -126,6 +129,7 @@ def run_lamella(
     out: str | Path,
     *,
     overwrite: bool = False,
+    model=None,
     progress: Callable[[str], None] = lambda message: None,
 ) -> Path:
     """Process one lamella and write its results folder atomically.
@@ -138,6 +142,9 @@ def run_lamella(
         Results folder; must be empty or absent unless ``overwrite``; never an input folder.
     overwrite : bool
         Replace the contents of a non-empty ``out``.
+    model : path-like or PixelClassifier, optional
+        Trained pixel classifier replacing the unsupervised class assignment (recorded in
+        ``summary.json`` parameters: file, SHA-256, estimator, feature spec).
     progress : callable
         Receives progress messages.
 
@@ -148,11 +155,14 @@ def run_lamella(
     """
     out = Path(out)
     check_output_folder(out, lamella.input_paths, overwrite=overwrite)
-    result = process_lamella(lamella, progress=progress)
+    result = process_lamella(lamella, model=model, progress=progress)
     progress("statistics on native STXM pixels")
     analysis = analyse_result(result)
     parameters = {"segmentation": compact_record(result.details.get("segmentation", {})),
                   "od": {edge: compact_record(report) for edge, report in result.od_reports.items()}}
+    model_record = result.details.get("segmentation", {}).get("model")
+    if model_record is not None:
+        parameters["model"] = model_record
     prov = provenance(lamella.input_paths, parameters)
     progress(f"writing results to {out}")
     with AtomicFolder(out) as tmp:

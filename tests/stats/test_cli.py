@@ -86,3 +86,104 @@ def test_console_script_help():
     assert result.returncode == 0
     for command in ("demo", "run", "compare", "report"):
         assert command in result.stdout
+
+
+# ---------------------------------------------------------------------------------------------------------
+# ceimap train / ceimap run --model
+# ---------------------------------------------------------------------------------------------------------
+
+def _manifest_without_annotations(tmp_path, datasets_dir, name="charged"):
+    src = datasets_dir / name
+    text = (f'name = "copy"\nsample = "copy"\n[sem]\npath = "{src / "sem.tif"}"\n'
+            f'pixel_size_nm = 9.62\n[[stxm]]\nedge = "Ni-L"\npath = "{src / "ni_l.hdf5"}"\n'
+            f'[[stxm]]\nedge = "S-L"\npath = "{src / "s_l.hdf5"}"\n')
+    manifest = tmp_path / "lamella.toml"
+    manifest.write_text(text)
+    return manifest
+
+
+def test_train_usage_errors(tmp_path, capsys):
+    assert main(["train", "--out", str(tmp_path / "m.npz")]) == 2
+    assert "no lamella given" in capsys.readouterr().err
+    assert main(["train", "lamella.toml"]) == 2
+    assert "--out MODEL is required" in capsys.readouterr().err
+    assert main(["train", "--annotations", "a.tif", "--out", str(tmp_path / "m.npz")]) == 2
+    assert "must follow a LAMELLA.toml or --sem" in capsys.readouterr().err
+    assert main(["train", "x.toml", "--out", str(tmp_path / "m.npz"), "--estimator", "svm"]) == 2
+    assert "--estimator" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--help"])
+    assert exc.value.code == 0
+    assert "annotations" in capsys.readouterr().out
+
+
+def test_train_refuses_existing_model_file(tmp_path, capsys):
+    out = tmp_path / "m.npz"
+    out.write_bytes(b"keep")
+    assert main(["train", "x.toml", "--out", str(out)]) == 2
+    assert "m.npz" in capsys.readouterr().err and out.read_bytes() == b"keep"
+
+
+def test_train_needs_annotations(tmp_path, datasets_dir, capsys):
+    manifest = _manifest_without_annotations(tmp_path, datasets_dir)
+    assert main(["train", str(manifest), "--out", str(tmp_path / "m.npz")]) == 2
+    err = capsys.readouterr().err
+    assert "lamella.toml" in err and "no annotations" in err
+
+
+def test_train_refuses_annotations_of_another_shape(tmp_path, datasets_dir, capsys):
+    import numpy as np
+    import tifffile
+
+    manifest = _manifest_without_annotations(tmp_path, datasets_dir)
+    labels = tmp_path / "labels.tif"
+    tifffile.imwrite(labels, np.ones((10, 12), np.uint8))
+    assert main(["train", str(manifest), "--annotations", str(labels), "--out", str(tmp_path / "m.npz")]) == 2
+    err = capsys.readouterr().err
+    assert "labels.tif" in err and "SEM grid" in err
+    assert not (tmp_path / "m.npz").exists()
+
+
+def test_run_model_refusals(tmp_path, datasets_dir, capsys):
+    import numpy as np
+
+    from segment.classifier import PixelClassifier, TrainingSamples
+    from segment.features import FeatureSpec
+
+    manifest = datasets_dir / "charged" / "lamella.toml"
+    out = tmp_path / "out"
+    assert main(["run", str(manifest), "--model", str(tmp_path / "none.npz"), "--out", str(out)]) == 2
+    assert "none.npz: model file not found" in capsys.readouterr().err
+    junk = tmp_path / "junk.npz"
+    junk.write_text("not a model")
+    assert main(["run", str(manifest), "--model", str(junk), "--out", str(out)]) == 2
+    assert "junk.npz: not a usable ceimap model file" in capsys.readouterr().err
+    # a valid model trained at 40 nm SEM pixels: the 9.62 nm lamella is refused before any processing
+    spec = FeatureSpec()
+    rng = np.random.default_rng(0)
+    samples = TrainingSamples("far", rng.normal(size=(40, len(spec.names))).astype(np.float32),
+                              np.repeat(np.arange(1, 5, dtype=np.uint8), 10), 40.0,
+                              {"Ni-L": 40.0, "S-L": 40.0}, {"Ni-L": (845.0, 870.0), "S-L": (158.0, 175.0)})
+    model = tmp_path / "far.npz"
+    PixelClassifier(spec, [samples]).save(model)
+    assert main(["run", str(manifest), "--model", str(model), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "far.npz" in err and "SEM pixels" in err
+    assert not out.exists()
+
+
+def test_train_arguments_group_by_lamella():
+    from stats.cli import parse_train_args
+
+    groups, options = parse_train_args([
+        "a/lamella.toml", "--annotations", "a/extra.tif",
+        "--sem", "b/sem.tif", "--sem-pixel-nm", "5", "--stxm", "Ni-L=b/ni.h5", "--stxm", "S-L=b/s.h5",
+        "--annotations", "b/labels.tif",
+        "c/lamella.toml", "--out=model.npz", "--seed", "7", "--overwrite"])
+    assert [sorted(g) for g in groups] == [["annotations", "manifest", "stxm"],
+                                           ["annotations", "sem", "sem_pixel_nm", "stxm"],
+                                           ["manifest", "stxm"]]
+    assert groups[1]["stxm"] == ["Ni-L=b/ni.h5", "S-L=b/s.h5"] and groups[1]["annotations"] == "b/labels.tif"
+    assert options == {"overwrite": True, "estimator": "random_forest", "seed": 7, "out": "model.npz"}
+    with pytest.raises(CeimapInputError, match="given twice"):
+        parse_train_args(["a.toml", "--annotations", "x.tif", "--annotations", "y.tif", "--out", "m"])
