@@ -147,7 +147,7 @@ def run(quick: bool = False) -> list[dict]:
             with timed() as t:
                 seg = segment_lamella(od_stacks, regs, lam.sem)
             f_sem = macro_f1(seg.classes, true_cls)
-            stxm_cls = _to_sem(np.asarray(seg.details["stxm"]["classes"]), m_ni, shape)
+            stxm_cls = _to_sem(np.asarray(seg.details["stxm"]["classes"]), seg.details["stxm_matrix"], shape)
             f_stxm = macro_f1(np.where(stxm_cls < 0, 0, stxm_cls), true_cls)
             c_s = t["s"]
             log(f"{name}: ceimap macro F1 {f_sem:.3f} (SEM grid), {f_stxm:.3f} (STXM-grid chemistry), {c_s:.1f} s")

@@ -2,8 +2,10 @@
 
 ceimap names the classes itself, from spectral signatures and physics, without any truth:
 
-1. **One STXM grid.** Every edge is resampled onto the grid of a reference edge (Ni-L when present)
-   through the registration matrices (``inv(M_ref) @ M_edge`` maps edge pixels to reference pixels).
+1. **One STXM grid.** Every edge is resampled onto the pixel lattice of a reference edge (Ni-L when
+   present), extended by whole pixels over the fields of the other edges (:func:`union_grid`: each
+   stack is its own scan, and what only the S-L stack covers still has chemistry), through the
+   registration matrices (``inv(M_edge) @ M_grid`` maps grid pixels to edge pixels).
 2. **Noise from the data.** Transmission counts are Poisson, so the OD noise is
    ``σ(E, x) = σ₀(E) · exp(OD/2)``; ``σ₀(E)`` is estimated per frame from the median absolute value of a
    Laplacian of the frame divided by ``exp(OD/2)`` (robust to the few object edges).
@@ -19,11 +21,13 @@ ceimap names the classes itself, from spectral signatures and physics, without a
    of different Ni valence — the bimodal 4.7 V lamella — are each their own reference), the local bulk
    electrolyte (core electrolyte far from NMC), each at a thinner and a thicker version ``T**k`` (lamella
    wedge, density, sub-pixel porosity are linear in OD), and vacuum (``T = 1``), with a soft
-   sum-to-one row (areal fractions). NMC fraction from Ni-L, electrolyte fraction from S-L when present.
+   sum-to-one row (areal fractions). NMC fraction from Ni-L, electrolyte fraction from S-L when present;
+   where only one edge measured, its own fit gives all three (at S-L, NMC is the non-resonant absorber).
 5. **Interphase = what the mixture cannot explain.** For pixels near NMC that are not NMC, the
    noise-whitened residuals are decomposed; when their leading singular value clears the Gavish–Donoho
    noise threshold there is a systematic signature (reduced Ni, shifted S), and each pixel's projection
-   on it, in units of its scatter over core pixels, is a z-score. Detected pixels (z above the null's
+   on it, in units of its scatter over core pixels, is a z-score (combined over the edges that measured
+   the pixel, Stouffer). Detected pixels (z above the null's
    upper tail) give an interphase endmember (mean of the top decile) and are unmixed again with it to get
    an interphase fraction. No systematic residual → no interphase (the charged lamella).
 6. **SEM resolution.** A random forest on multiscale SEM features
@@ -61,6 +65,7 @@ __all__ = [
     "segment_lamella",
     "classify_stxm",
     "to_reference_grid",
+    "union_grid",
     "od_noise_scale",
     "edge_signature",
     "name_spectrum",
@@ -90,8 +95,10 @@ class Segmentation:
     probabilities : ndarray of float32, shape (5, ny, nx), or None
         Per-class probability on the SEM grid, in class-code order.
     details : dict
-        Intermediate results: ``stxm`` (STXM-grid maps: fractions, interphase z, classes), the reference
-        edge, noise levels, reference spectra, thresholds, timings.
+        Intermediate results: ``stxm`` (STXM-grid maps: fractions, interphase z, classes) on the grid
+        whose pixel → SEM pixel matrix is ``stxm_matrix`` (the reference edge's lattice extended over
+        every edge's field, :func:`union_grid`), the reference edge, noise levels, reference spectra,
+        thresholds, timings.
     """
 
     classes: np.ndarray
@@ -103,7 +110,51 @@ class Segmentation:
 # grids and noise
 # ----------------------------------------------------------------------------------------------------------
 
-def to_reference_grid(od_stacks: dict, registrations: dict, reference_edge: str | None = None):
+def union_grid(od_stacks: dict, registrations: dict, reference_edge: str, sem_shape=None):
+    """The reference edge's pixel lattice, extended to cover the fields of every edge.
+
+    Edges are measured over different fields (each stack is its own scan); a pixel that only one edge
+    measured still has chemistry. The grid keeps the reference edge's pixel size and orientation and is
+    extended by whole pixels, so the reference data land on it without resampling.
+
+    Parameters
+    ----------
+    od_stacks : dict of str to Stack
+    registrations : dict of str to Registration
+        Per edge, the matrix STXM pixel → SEM pixel.
+    reference_edge : str
+    sem_shape : (int, int), optional
+        When given, the grid is not extended beyond the SEM image (nothing to classify there).
+
+    Returns
+    -------
+    shape : (int, int)
+    matrix : ndarray, shape (3, 3)
+        Grid pixel → SEM pixel.
+    """
+    m_ref = np.asarray(registrations[reference_edge].matrix, dtype=float)
+    inv_ref = np.linalg.inv(m_ref)
+    ny, nx = od_stacks[reference_edge].shape_yx
+    lo, hi = np.array([0.0, 0.0]), np.array([nx - 1.0, ny - 1.0])
+    for edge, st in od_stacks.items():
+        h, w = st.shape_yx
+        corners = np.array([[-0.5, -0.5, 1], [w - 0.5, -0.5, 1], [-0.5, h - 0.5, 1], [w - 0.5, h - 0.5, 1]]).T
+        sem_xy = np.asarray(registrations[edge].matrix, dtype=float) @ corners
+        if sem_shape is not None:
+            sem_xy[0] = np.clip(sem_xy[0], -0.5, sem_shape[1] - 0.5)
+            sem_xy[1] = np.clip(sem_xy[1], -0.5, sem_shape[0] - 0.5)
+        ref_xy = (inv_ref @ sem_xy)[:2]
+        # grid pixels whose centre lies in the field
+        lo = np.minimum(lo, np.ceil(ref_xy.min(axis=1) - 1e-6))
+        hi = np.maximum(hi, np.floor(ref_xy.max(axis=1) + 1e-6))
+    lo = np.minimum(lo, 0.0)
+    shift = np.array([[1.0, 0, lo[0]], [0, 1.0, lo[1]], [0, 0, 1.0]])
+    shape = (int(hi[1] - lo[1]) + 1, int(hi[0] - lo[0]) + 1)
+    return shape, m_ref @ shift
+
+
+def to_reference_grid(od_stacks: dict, registrations: dict, reference_edge: str | None = None, *,
+                      grid: tuple | None = None):
     """Resample every edge's OD stack onto the grid of one reference edge.
 
     Parameters
@@ -114,6 +165,9 @@ def to_reference_grid(od_stacks: dict, registrations: dict, reference_edge: str 
         Per edge, the matrix STXM pixel → SEM pixel.
     reference_edge : str, optional
         Grid to use; default ``"Ni-L"`` when present, else the first edge.
+    grid : (shape, matrix), optional
+        Another common grid (grid pixel → SEM pixel matrix), e.g. :func:`union_grid`; default the
+        reference edge's own pixels.
 
     Returns
     -------
@@ -125,26 +179,34 @@ def to_reference_grid(od_stacks: dict, registrations: dict, reference_edge: str 
     edges = list(od_stacks)
     if reference_edge is None:
         reference_edge = "Ni-L" if "Ni-L" in od_stacks else edges[0]
-    ref = od_stacks[reference_edge]
-    ny, nx = ref.shape_yx
-    m_ref = np.asarray(registrations[reference_edge].matrix, dtype=float)
+    if grid is None:
+        (ny, nx), m_ref = od_stacks[reference_edge].shape_yx, registrations[reference_edge].matrix
+        own = reference_edge
+    else:
+        (ny, nx), m_ref = grid
+        own = None
+    m_ref = np.asarray(m_ref, dtype=float)
     cubes = {}
     for edge, st in od_stacks.items():
         data = np.asarray(st.data, dtype=float)
         valid = st.metadata.get("valid_region") if isinstance(st.metadata, dict) else None
         if valid is not None and np.shape(valid) == data.shape[1:] and not np.all(valid):
             data = np.where(np.asarray(valid, bool)[None], data, np.nan)
-        if edge == reference_edge:
+        if edge == own:
             cubes[edge] = data
             continue
         m_edge = np.asarray(registrations[edge].matrix, dtype=float)
-        # reference pixel -> SEM -> edge pixel
+        # grid pixel -> SEM -> edge pixel
         to_edge = np.linalg.inv(m_edge) @ m_ref
         yy, xx = np.mgrid[0:ny, 0:nx].astype(float)
         xs = to_edge[0, 0] * xx + to_edge[0, 1] * yy + to_edge[0, 2]
         ys = to_edge[1, 0] * xx + to_edge[1, 1] * yy + to_edge[1, 2]
         h, w = data.shape[1:]
         outside = (xs < -0.5) | (xs > w - 0.5) | (ys < -0.5) | (ys > h - 0.5)
+        # pixels not measured (NaN, outside the valid region) stay unmeasured over their footprint
+        finite = np.all(np.isfinite(data), axis=0)
+        if not finite.all():
+            outside |= ndimage.map_coordinates(finite.astype(float), [ys, xs], order=0, mode="nearest") < 0.5
         out = np.empty((data.shape[0], ny, nx))
         for k, frame in enumerate(data):
             f = np.where(np.isfinite(frame), frame, np.nanmedian(frame))
@@ -506,7 +568,8 @@ def classify_stxm(cubes: dict, energies: dict, pixel_size_nm: float, *, psf_fwhm
     d_nmc_nm = ndimage.distance_transform_edt(~ni_rich) * px if ni_rich.any() else np.full((ny, nx), np.inf)
     non_ni = absorbing & ~ni_rich
     if ni_edge is not None:
-        non_ni &= sig[ni_edge]["resonance_snr"] < 3.0
+        # where Ni-L did not measure, the distance to NMC is unknown: no electrolyte core there
+        non_ni &= (sig[ni_edge]["resonance_snr"] < 3.0) & valid[ni_edge]
     far = d_nmc_nm > interphase_max_nm + psf_fwhm_nm
     ely_core = ndimage.binary_erosion(non_ni, iterations=erode) & far
     if ely_core.sum() < 10:
@@ -576,18 +639,34 @@ def classify_stxm(cubes: dict, energies: dict, pixel_size_nm: float, *, psf_fwhm
     s_edge = "S-L" if "S-L" in edges else None
     if s_edge is not None and s_edge != main:
         f_ely = np.where(valid[s_edge], fractions[s_edge][..., 1], f_ely)
+    # where the main edge did not measure, another edge's own fit (its NMC reference, from the NMC cores
+    # the main edge found, is the non-resonant absorption of NMC at that edge) gives all three
+    known = valid[main].copy()
+    for e in sorted(edges, key=lambda e: e != s_edge):
+        alt = valid[e] & ~known
+        if e == main or not alt.any():
+            continue
+        f_nmc = np.where(alt, fractions[e][..., 0], f_nmc)
+        f_ely = np.where(alt, fractions[e][..., 1], f_ely)
+        f_empty = np.where(alt, fractions[e][..., 2], f_empty)
+        known |= alt
     f_nmc = np.clip(f_nmc, 0, 1.5)
     f_ely = np.clip(f_ely, 0, 1.5)
     f_empty = np.clip(f_empty, 0, 1.5)
     frac = np.stack([f_nmc, f_ely, f_empty])
     frac = frac / np.maximum(frac.sum(axis=0, keepdims=True), 1e-9)
-    known = valid[ni_edge] if ni_edge is not None else valid[edges[0]]
+    if ni_edge is not None and not valid[ni_edge].all():
+        # NMC seen only by the other edges counts for the distance to NMC too
+        nmc_any = ni_rich | (~valid[ni_edge] & known & (frac[0] > 0.5))
+        if nmc_any.any():
+            d_nmc_nm = ndimage.distance_transform_edt(~nmc_any) * px
 
     # --- interphase: systematic residual near NMC, not NMC itself
     is_nmc = frac[0] > 0.5          # NMC covers most of the pixel
     band = (~is_nmc) & absorbing & (d_nmc_nm <= interphase_max_nm + psf_fwhm_nm) & (d_nmc_nm > 0) & known
     null = (nmc_core | ely_core) & known
     z_total = np.zeros((ny, nx))
+    n_edges = np.zeros((ny, nx))
     ranks = {}
     n_used = 0
     for e in edges:
@@ -613,9 +692,11 @@ def classify_stxm(cubes: dict, energies: dict, pixel_size_nm: float, *, psf_fwhm
         null_sd = 1.4826 * np.median(np.abs(proj[ok_null] - np.median(proj[ok_null])))
         z_e = (proj - np.median(proj[ok_null])) / max(null_sd, 1e-12)
         z_total += np.where(valid[e], z_e, 0.0)
+        n_edges += valid[e]
         n_used += 1
     if n_used:
-        z_total /= np.sqrt(n_used)
+        # Stouffer: each pixel's z-scores combined over the edges that measured it
+        z_total /= np.sqrt(np.maximum(n_edges, 1.0))
         z_thr = max(float(np.quantile(z_total[null], z_tail)), 3.0)
         detected = band & (z_total > z_thr)
         f_int = np.zeros((ny, nx))
@@ -1168,7 +1249,12 @@ def segment_lamella(od_stacks: dict, registrations: dict, sem, *, reference_edge
     from sklearn.ensemble import RandomForestClassifier
 
     t0 = time.perf_counter()
-    ref_edge, cubes = to_reference_grid(od_stacks, registrations, reference_edge)
+    if reference_edge is None:
+        reference_edge = "Ni-L" if "Ni-L" in od_stacks else list(od_stacks)[0]
+    image = np.asarray(sem.image, dtype=np.float32)
+    grid_shape, matrix = union_grid(od_stacks, registrations, reference_edge, image.shape)
+    ref_edge, cubes = to_reference_grid(od_stacks, registrations, reference_edge,
+                                        grid=(grid_shape, matrix))
     energies = {e: np.asarray(st.energies_ev, dtype=float) for e, st in od_stacks.items()}
     sigma0 = {e: od_noise_scale(np.asarray(st.data, dtype=float)) for e, st in od_stacks.items()}
     stxm_px = float(od_stacks[ref_edge].pixel_size_nm)
@@ -1176,10 +1262,8 @@ def segment_lamella(od_stacks: dict, registrations: dict, sem, *, reference_edge
                          interphase_max_nm=interphase_max_nm, sigma0=sigma0)
     t_chem = time.perf_counter()
 
-    image = np.asarray(sem.image, dtype=np.float32)
     sem_px = float(sem.pixel_size_nm)
     shape = image.shape
-    matrix = np.asarray(registrations[ref_edge].matrix, dtype=float)
     # chemistry on the SEM grid: texture-class fractions NMC / electrolyte(+interphase) / empty
     frac_sem = warp_to_sem(chem["fractions"], matrix, shape, order=1, cval=np.nan)
     inside = np.all(np.isfinite(frac_sem), axis=0)
@@ -1282,6 +1366,7 @@ def segment_lamella(od_stacks: dict, registrations: dict, sem, *, reference_edge
         "reference_edge": ref_edge,
         "stxm": chem,
         "stxm_pixel_nm": stxm_px,
+        "stxm_matrix": matrix,
         "sem_pixel_nm": sem_px,
         "n_train": {int(c): int(np.sum(y == c)) for c in present},
         "sem_texture_probabilities": p_sem,

@@ -7,7 +7,7 @@ from sklearn.metrics import f1_score
 
 from segment.assign import (VOID, Segmentation, classify_stxm, edge_signature, fit_interphase_thickness,
                             mark_cracks, name_spectrum, od_noise_scale, resolve_thin_rims, segment_lamella,
-                            split_empty, stxm_view, to_reference_grid, tolerant_f1)
+                            split_empty, stxm_view, to_reference_grid, tolerant_f1, union_grid)
 from segment.lamella import SemImage
 from segment.register import Registration
 from segment.stack import Stack
@@ -193,6 +193,27 @@ def test_to_reference_grid_resamples_through_matrices():
     np.testing.assert_allclose(cubes["S-L"][0][inside], ramp[0][inside], atol=1e-9)
 
 
+def test_union_grid_extends_the_reference_lattice_over_every_field():
+    ny, nx = 20, 30
+    data = np.arange(ny * nx, dtype=float).reshape(1, ny, nx)
+    m_ref = np.array([[2.0, 0, 5.0], [0, 2.0, 7.0], [0, 0, 1]])
+    m_s = np.array([[2.0, 0, -15.0], [0, 2.0, 3.0], [0, 0, 1]])   # S field starts 10 reference px left, 2 up
+    stacks = {"Ni-L": Stack(data, np.array([850.0]), 40.0, kind="od", edge="Ni-L"),
+              "S-L": Stack(np.ones((1, ny, nx)), np.array([165.0]), 40.0, kind="od", edge="S-L")}
+    regs = {"Ni-L": Registration(m_ref), "S-L": Registration(m_s)}
+    shape, m = union_grid(stacks, regs, "Ni-L")
+    assert shape == (ny + 2, nx + 10)
+    # same lattice, shifted by whole pixels: the reference data land on it unchanged
+    np.testing.assert_allclose(m, m_ref @ np.array([[1, 0, -10], [0, 1, -2], [0, 0, 1.0]]))
+    _, cubes = to_reference_grid(stacks, regs, "Ni-L", grid=(shape, m))
+    np.testing.assert_allclose(cubes["Ni-L"][0, 2:, 10:], data[0], atol=1e-9)
+    assert np.isnan(cubes["Ni-L"][0, :2]).all() and np.isnan(cubes["Ni-L"][0, :, :10]).all()
+    assert np.isfinite(cubes["S-L"][0, :ny, :nx]).all() and np.isnan(cubes["S-L"][0, ny:, :]).all()
+    # bounded by the SEM image when its shape is given: SEM x >= -0.5 is reference x >= -2.75
+    shape_sem, _ = union_grid(stacks, regs, "Ni-L", sem_shape=(100, 100))
+    assert shape_sem == (ny + 2, nx + 2)
+
+
 # ------------------------------------------------------------------------------------------------------
 # STXM-grid chemistry on a simulated scene
 
@@ -224,6 +245,26 @@ def test_interphase_found_where_spectra_are_not_a_mixture(with_s):
     # both NMC particles (Ni e_g/t_2g 1.8 and 1.3) stay NMC; with Ni-L alone some interphase pixels
     # (reduced Ni in a Ni-poor band) still lean NMC on the STXM grid
     assert f1_score(truth_stxm.ravel() == 1, chem["classes"].ravel() == 1) > (0.95 if with_s else 0.9)
+
+
+def test_chemistry_where_only_the_s_edge_measured():
+    # the Ni-L scan stops short of the second particle; only the (noisy, low-flux) S-L stack sees it
+    stacks, regs, sem, truth, _ = make_scene(interphase_nm=90.0, seed=4, with_s=True)
+    ni = stacks["Ni-L"]
+    stacks["Ni-L"] = Stack(ni.data[:, :, :42], ni.energies_ev, ni.pixel_size_nm, kind="od", edge="Ni-L")
+    shape, m = union_grid(stacks, regs, "Ni-L")
+    assert shape == stacks["S-L"].shape_yx
+    _, cubes = to_reference_grid(stacks, regs, "Ni-L", grid=(shape, m))
+    chem = classify_stxm(cubes, {e: s.energies_ev for e, s in stacks.items()}, 40.0)
+    truth_stxm = _stxm_truth(truth, regs, shape)
+    s_only = np.zeros(shape, bool)
+    s_only[:, 44:] = True
+    inside = s_only & (truth_stxm > 0)
+    assert (truth_stxm[inside] == 1).sum() > 50 and (truth_stxm[inside] == 2).sum() > 30
+    f1 = f1_score(truth_stxm[inside], chem["classes"][inside], labels=[1, 3], average=None)
+    assert f1[0] > 0.9 and f1[1] > 0.9
+    score = tolerant_f1((chem["classes"] == 2) & s_only, (truth_stxm == 2) & s_only, 1.0)
+    assert score["f1"] > 0.8 and score["precision"] > 0.9
 
 
 def test_segment_lamella_sem_resolution():

@@ -5,12 +5,14 @@ Raw files → drift alignment and OD (segment.align, segment.stack) → STXM→S
 scored against ``truth/``. Tolerances are what this implementation honestly reaches, with a small margin
 (measured on the shipped examples in brackets; project targets after the slash):
 
-- macro F1 over classes 1–4 inside the lamella ≥ 0.945 / 0.935 [4.25 V: 0.954, 4.7 V: 0.944 / target 0.95];
-  the interphase at exact SEM-pixel level (F1 0.875, 0.859) is what holds it back: 15 % (4.25 V) and
-  12 % (4.7 V) of the true interphase lies outside the Ni-L STXM field, where no chemistry can find it;
-- void F1 ≥ 0.93 [0.963, 0.945];
-- interphase F1 with one-STXM-pixel tolerance ≥ 0.92 [0.941, 0.939 / 0.85];
-- charged lamella: interphase < 0.2 % of the lamella [0.016 % / 0.5 %];
+- macro F1 over classes 1–4 inside the lamella ≥ 0.95 / 0.94 [4.25 V: 0.956, 4.7 V: 0.949 / target 0.95];
+  the interphase at exact SEM-pixel level (F1 0.880, 0.876) is what holds it back: 14 % (4.25 V) and
+  8 % (4.7 V) of the true interphase lies outside both the Ni-L and the S-L STXM fields, where no
+  chemistry can find it (the chemistry runs on the union of the fields: what only S-L covers, 1 % and
+  4 %, is found from S-L alone);
+- void F1 ≥ 0.93 [0.963, 0.944];
+- interphase F1 with one-STXM-pixel tolerance ≥ 0.93 [0.947, 0.955 / 0.85];
+- charged lamella: interphase < 0.2 % of the lamella [0.006 % / 0.5 %];
 - particles matched at IoU ≥ 0.8, touching and cracked ones included: ≥ 95 % [4.25 V: 13/13,
   4.7 V: 15/15, charged: 14/14 / 95 %].
 """
@@ -66,16 +68,16 @@ def _scores(seg, particles, truth, tol_px):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, min_macro", [("cycled_4p25v", 0.945), ("cycled_4p7v", 0.935)])
+@pytest.mark.parametrize("name, min_macro", [("cycled_4p25v", 0.95), ("cycled_4p7v", 0.94)])
 def test_cycled_lamellae(datasets_dir, name, min_macro):
     s = _scores(*_run(datasets_dir, name))
     print(name, s)
     assert s["macro"] >= min_macro
     assert s["per_class"][0] >= 0.985         # NMC
-    assert s["per_class"][1] >= 0.84          # interphase, exact SEM pixels
+    assert s["per_class"][1] >= 0.86          # interphase, exact SEM pixels
     assert s["per_class"][2] >= 0.975         # electrolyte
     assert s["per_class"][3] >= 0.93          # void
-    assert s["interphase"]["f1"] >= 0.92
+    assert s["interphase"]["f1"] >= 0.93
     assert s["matched"] >= 0.95
 
 
