@@ -186,3 +186,132 @@ MAX_THICKNESS_REL_ERROR = 0.25
 MIN_RATIO_R = 0.98
 MIN_PARTICLES_MATCHED = 0.9
 MAX_CHARGED_INTERPHASE_FRACTION = 0.005
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The paper's conclusions from the three examples (issue 5, item 6). Each test reads what `ceimap demo` wrote.
+# The truth of the examples (datasets/*/truth) follows the paper: no interphase after one charge; interphase of
+# 93 ± 43 nm (4.25 V) and 89 ± 66 nm (4.7 V); Ni reduced at NMC surfaces in contact with electrolyte after
+# cycling; bulk ratios bimodal across particles at 4.7 V only; no built-in relation of the ratio to particle
+# size or contact ratio.
+# ---------------------------------------------------------------------------------------------------------------
+
+CYCLED = ("cycled_4p25v", "cycled_4p7v")
+PAPER_SURFACE_ALPHA = 0.01     # the paper: two-tailed p < 0.01 (Figure S6)
+ALPHA = 0.05
+
+
+def summary_of(demo_out, name):
+    return json.loads((demo_out / name / "summary.json").read_text())
+
+
+def test_paper_no_resolvable_interphase_after_one_charge(demo_out):
+    """After one charge the interphase is below the STXM resolution; after 100 cycles it is resolved."""
+    charged = summary_of(demo_out, "charged")["interphase_thickness_nm"]
+    assert charged["resolvable"] is False
+    assert charged["mean"] is None or charged["mean"] < charged["resolution_nm"]
+    for name in CYCLED:
+        cycled = summary_of(demo_out, name)["interphase_thickness_nm"]
+        assert cycled["resolvable"] is True and cycled["mean"] >= cycled["resolution_nm"], name
+
+
+def test_paper_thickness_not_different_between_4p25v_and_4p7v(demo_out):
+    """Interphase thickness after 100 cycles to 4.25 V and to 4.7 V: no significant difference (particle as the
+    unit, Welch t primary, Mann–Whitney beside it); the charged sample is left out as not resolvable."""
+    compare = json.loads((demo_out / "compare" / "compare.json").read_text())["interphase_thickness"]
+    samples = {summary_of(demo_out, name)["sample"] for name in CYCLED}
+    assert set(compare["samples_tested"]) == samples
+    assert compare["p_value"] > ALPHA
+    assert compare["secondary"]["p_value"] > ALPHA
+    low, high = compare["effect"]["ci95"]
+    assert low < 0 < high
+
+
+def test_surface_lower_at_electrolyte_contact_than_at_voids_at_5_percent(demo_out):
+    """What the 4.25 V example supports today: electrolyte-contact surfaces lower than void-adjacent ones,
+    two-tailed paired t on per-particle means at α = 0.05, the Wilcoxon test agreeing, the 95 % CI of the
+    effect below zero; and no difference on the charged sample (no surface reduction after one charge)."""
+    test = summary_of(demo_out, "cycled_4p25v")["tests"]["surface_electrolyte_vs_void"]
+    assert test["method"] == "paired t"
+    assert test["effect"] < 0 and test["ci_high"] < 0
+    assert test["p_value"] < ALPHA and test["wilcoxon"]["p_value"] < ALPHA
+    control = summary_of(demo_out, "charged")["tests"]["surface_electrolyte_vs_void"]
+    assert control["p_value"] > ALPHA
+
+
+SURFACE_XFAIL = {
+    "cycled_4p25v": (
+        "demo: paired t p = 0.025, effect -0.044, n = 9 pairs. Not segmentation: with the truth classes and "
+        "particles the same test gives p = 0.018 on the measured ratio and p = 0.034 on the truth ratio map. "
+        "Not the number of particles either: 10 of the 13 particles are inside the Ni-L field and 9 of them "
+        "touch both electrolyte and voids. The bands start at the probe's 1 % contamination distance (56 nm), "
+        "where the generated reduction (0.30 x erfc(depth / 50-100 nm)) has decayed to ~15 % of its contact "
+        "value; bands from "
+        "1.645 sigma_eff (40 nm, 5 %) give p = 0.006 on the demo maps, from the NMC edge p = 3e-5, but there the "
+        "probe mixes in the interphase's reduced Ni (false-positive rate 10/40 on null lamellae at the edge). "
+        "benchmarks/bench_calibration.py: at this effect the default test reaches p < 0.01 in 23 of 40 "
+        "simulated lamellae, so one lamella of ~10 pairs does not reliably support the paper's p < 0.01."),
+    "cycled_4p7v": (
+        "demo: paired t p = 0.54, effect -0.017, n = 7 pairs; with the truth segmentation p = 0.26 on the "
+        "measured ratio and p = 0.27 on the truth ratio map (effect -0.019, n = 10-11): beyond the 55 nm "
+        "contamination distance this lamella's surface reduction has decayed into the particle-to-particle "
+        "spread; with the truth segmentation bands from 1 sigma_eff give p = 0.003 and from the NMC edge "
+        "p = 1e-4, on the demo segmentation p = 0.07-0.08 (7-8 pairs)."),
+}
+
+
+@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=SURFACE_XFAIL[name]))
+                                  for name in CYCLED])
+def test_paper_surface_lower_at_electrolyte_contact_p_below_0p01(demo_out, name):
+    """The paper: e_g/t_2g at NMC surfaces in contact with electrolyte lower than at surfaces adjacent to voids,
+    two-tailed p < 0.01 — here the primary test (paired t on per-particle band means)."""
+    test = summary_of(demo_out, name)["tests"]["surface_electrolyte_vs_void"]
+    print(f"{name}: {test['method']} p = {test['p_value']:.3g}, effect {test['effect']:+.4f} "
+          f"[{test['ci_low']:+.4f}, {test['ci_high']:+.4f}], n = {test['n_units']}")
+    assert test["effect"] < 0
+    assert test["p_value"] < PAPER_SURFACE_ALPHA
+
+
+def test_paper_bulk_bimodal_at_4p7v_only(demo_out):
+    """Per-particle bulk e_g/t_2g means: bimodal after 4.7 V cycling, not after one charge or 4.25 V cycling."""
+    calls = {name: summary_of(demo_out, name)["bimodality"]["bulk_particles"] for name in EXAMPLES}
+    assert calls["cycled_4p7v"]["bimodal"] is True
+    assert calls["charged"]["bimodal"] is False
+    assert calls["cycled_4p25v"]["bimodal"] is False
+
+
+def correlation_p_values(summary):
+    out = {}
+    for key in ("egt2g_vs_size", "egt2g_vs_contact_ratio"):
+        c = summary["correlations"][key]
+        out[(key, "pearson")] = c["p"]
+        out[(key, "spearman")] = c["spearman"]["p"]
+    return out
+
+
+CORRELATION_XFAIL = (
+    "charged: per-particle mean vs contact ratio with electrolyte r = 0.69, p = 0.009 (Spearman 0.64, p = 0.018, "
+    "n = 13), against r = 0.35, p = 0.22 (n = 14) in the truth. The ratios are measured well (within 0.02 of "
+    "the truth bulk of the matched particles, which give r = 0.67 with the measured contact ratios); the "
+    "measured contact ratios differ from the truth (e.g. 0.94 vs 0.66, 0.65 vs 0.42, 0.43 vs 0.60) and one "
+    "particle is lost: a segmentation (electrolyte/void contact) error turning a chance r = 0.35 into p < 0.05")
+
+
+@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=CORRELATION_XFAIL))
+                                  if name == "charged" else name for name in EXAMPLES])
+def test_paper_no_significant_correlation_with_size_or_contact_ratio(demo_out, name):
+    """Per-particle e_g/t_2g against particle size and against the perimeter contact ratio with electrolyte:
+    Pearson and Spearman p > 0.05 in each lamella (the paper's Figure S7)."""
+    p = correlation_p_values(summary_of(demo_out, name))
+    assert all(v is not None and v > ALPHA for v in p.values()), p
+
+
+def test_paper_no_significant_correlation_over_the_reported_family(demo_out):
+    """The same twelve correlation tests (3 lamellae x size/contact ratio x Pearson/Spearman) as a family:
+    none significant after Holm's correction at α = 0.05."""
+    from statsmodels.stats.multitest import multipletests
+
+    p = [v for name in EXAMPLES for v in correlation_p_values(summary_of(demo_out, name)).values()]
+    assert len(p) == 12 and all(v is not None for v in p)
+    reject, _, _, _ = multipletests(p, alpha=ALPHA, method="holm")
+    assert not reject.any()

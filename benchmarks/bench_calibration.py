@@ -1,0 +1,322 @@
+"""Calibration of ceimap's statistics by simulation: false-positive rate, power, bimodality false alarms.
+
+What is measured
+----------------
+* **False-positive rate** at α = 0.05 of the electrolyte- vs void-adjacent surface test over *null*
+  lamellae (``make_lamella(condition, seed, null=True)``: no Ni reduction at the NMC surface in contact with
+  electrolyte; the interphase keeps its own reduced Ni), for ceimap's primary test (the one the summary reports:
+  paired t on per-particle band means, :func:`stats.inference.surface_electrolyte_vs_void`), beside the naive
+  pixel-level Welch t test (:func:`stats.inference.naive_pixel_test`: what a hurried analysis would publish)
+  and the secondary pixel-level mixed model (:func:`stats.inference.pixel_mixed_model`). Each rate has a
+  Wilson 95 % confidence interval.
+* **Power** of the primary test at the paper's effect: the same conditions without ``null``. The paper states
+  only that the difference is significant with a two-tailed p < 0.01 (its Figure S6); the generator's presets
+  encode that effect as a per-particle e_g/t_2g decrease of 0.30 ± 0.05 at the contact that decays into the
+  particle as ``erfc(depth / 50–100 nm)`` (:mod:`segment.synthetic.conditions`).
+* The same two rates with the surface bands started closer to the NMC edge — at 1.645 and 1 effective probe
+  sigma (5 % and 16 % of the signal from beyond the edge) and at the edge itself — to show what ceimap's band
+  offset (the probe's 1 % contamination distance, 2.326 σ_eff, :func:`stats.regions.default_distances`) buys
+  and costs: next to electrolyte the probe also sees the interphase, whose Ni is reduced even in a null
+  lamella, so bands too close to the edge differ without any NMC surface effect.
+* **Bimodality rule** (:func:`stats.distributions.bimodality`): false-alarm rate on skewed *unimodal*
+  per-particle samples (log-normal and gamma, 10–20 values like our lamellae, ≥ 200 draws each) and power on
+  clearly bimodal samples, beside the rule a hurried analysis uses (a 2-component Gaussian mixture preferred by
+  BIC, scikit-learn).
+
+The measurement chain is that of ceimap *except the segmentation*: the truth class and particle maps of each
+lamella are used (a perfect segmentation) with the e_g/t_2g map measured from its simulated Ni L-edge count
+stack — the stack shifted back by the truth drift (:func:`segment.align.apply_shifts`), converted to optical
+density (:func:`segment.stack.optical_density`), fitted per pixel (:func:`segment.spectra.egt2g_map`) and
+placed on the SEM grid with the truth registration matrix. So the calibration is of the statistics (regions,
+per-particle means, tests), not of segmentation or registration errors. The S L-edge stack is not simulated
+(it does not enter these tests; the Ni-L stack comes from its own random stream, so it is the same either way).
+
+Seeds 20000 + k (k = 0 … n − 1; distinct from the shipped examples), conditions cycled over the two cycled
+presets. Lamellae run in a process pool of 2 (the machine is shared).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+import _common
+from _common import log, row
+
+CONDITIONS = ("cycled_4p25v", "cycled_4p7v")
+ALPHA = 0.05
+SEED0 = 20000
+N_LAMELLAE = 40          # per arm (null, effect)
+N_LAMELLAE_QUICK = 4
+N_DRAWS = 400            # bimodality draws per distribution
+N_DRAWS_QUICK = 40
+N_PARTICLES = (10, 20)   # per-particle sample sizes of the bimodality draws (inclusive range)
+
+
+def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion ``k / n``."""
+    from scipy import stats
+
+    if n == 0:
+        return float("nan"), float("nan")
+    ci = stats.binomtest(int(k), int(n)).proportion_ci(confidence, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def _worker_init():
+    # one BLAS thread per worker: two workers on a shared two-core machine
+    try:
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(1)
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def measured_lamella(condition: str, seed: int, null: bool, cache_dir=None) -> dict:
+    """Simulate one lamella (Ni-L only) and measure its e_g/t_2g map through ceimap's spectral chain.
+
+    With ``cache_dir`` (``run.py --cache DIR`` gives ``DIR/calibration``) the result is kept there
+    (``<condition>_<seed>_<null|effect>.npz``) and reused: re-analysing the same lamellae after a change of
+    the statistics then takes a few seconds per lamella.
+
+    Returns
+    -------
+    dict
+        ``classes, particles`` (truth, SEM grid), ``matrix`` (truth Ni-L → SEM), ``psf_fwhm_nm``,
+        ``sem_pixel_nm``, ``stxm_pixel_nm``, ``ratio, sigma, valid`` (measured e_g/t_2g map, STXM grid).
+    """
+    path = None
+    if cache_dir:
+        path = os.path.join(str(cache_dir), f"{condition}_{seed}_{'null' if null else 'effect'}.npz")
+        if os.path.exists(path):
+            with np.load(path) as z:
+                return {k: (z[k].item() if z[k].ndim == 0 else z[k]) for k in z.files}
+    from segment.align import apply_shifts
+    from segment.spectra import egt2g_map
+    from segment.stack import optical_density
+    from segment.synthetic import make_lamella, make_spec
+
+    spec = make_spec(condition, seed, null=null)
+    spec = replace(spec, edges=tuple(e for e in spec.edges if e.edge == "Ni-L"))
+    lam = make_lamella(spec)
+    tr = lam.truth["transforms"]["Ni-L"]
+    od, _ = optical_density(apply_shifts(lam.stacks["Ni-L"], np.asarray(tr["drift_px"], float)))
+    eg = egt2g_map(od)
+    out = {"classes": lam.truth["classes"], "particles": lam.truth["particles"],
+           "matrix": np.asarray(tr["matrix"], float), "psf_fwhm_nm": float(tr["psf_fwhm_nm"]),
+           "sem_pixel_nm": float(lam.spec.sem_pixel_nm), "stxm_pixel_nm": float(od.pixel_size_nm),
+           "ratio": eg.ratio, "sigma": eg.sigma, "valid": eg.valid}
+    if path:
+        os.makedirs(str(cache_dir), exist_ok=True)
+        np.savez_compressed(path + ".part.npz", **out)
+        os.replace(path + ".part.npz", path)
+    return out
+
+
+def surface_tests(lam: dict, surface_offset_nm: float | None = None, mixed_model: bool = True) -> dict:
+    """The electrolyte-vs-void tests of ceimap on a perfect segmentation (truth classes and particles): the
+    primary particle-level test with its Wilcoxon companion, the naive pixel test, and (``mixed_model``) the
+    secondary pixel mixed model."""
+    from stats.inference import naive_pixel_test, pixel_mixed_model, surface_electrolyte_vs_void
+    from stats.regions import contact_classes, pixel_table, stxm_regions
+    from stats.tables import particle_table
+
+    classes, particles, sem_px = lam["classes"], lam["particles"], lam["sem_pixel_nm"]
+    maps = stxm_regions(classes, particles, sem_px, lam["matrix"], lam["ratio"].shape, lam["stxm_pixel_nm"],
+                        lam["psf_fwhm_nm"], surface_offset_nm=surface_offset_nm)
+    pixels = pixel_table(maps, lam["ratio"], lam["sigma"], lam["valid"])
+    contacts = contact_classes(classes, particles, sem_px, maps.parameters["contamination_nm"])
+    table = particle_table(contacts, particles, sem_px, pixels)
+    primary = surface_electrolyte_vs_void(table)
+    wil = primary.get("wilcoxon") or {}
+    naive = naive_pixel_test(pixels)
+    mixed = pixel_mixed_model(pixels) if mixed_model else {"p_value": np.nan}
+    return {"p_primary": primary["p_value"], "effect": primary["effect"], "method": primary["method"],
+            "n_pairs": primary["n_pairs"], "n_units": primary["n_units"],
+            "p_wilcoxon": wil.get("p_value", np.nan), "p_naive": naive["p_value"], "p_mixed": mixed["p_value"],
+            "offset_nm": maps.parameters["surface_offset_nm"], "sigma_eff_nm": maps.parameters["sigma_eff_nm"]}
+
+
+def one_lamella(job: tuple) -> dict:
+    """All tests of one simulated lamella: default regions (bands from the 1 % contamination distance
+    2.326 σ_eff), and bands from 1.645 σ_eff (5 % contamination), 1 σ_eff and the NMC edge."""
+    condition, seed, null, cache_dir = job
+    t0 = time.perf_counter()
+    lam = measured_lamella(condition, seed, null, cache_dir)
+    out = {"condition": condition, "seed": seed, "null": null,
+           "n_particles": int(len(np.unique(lam["particles"][lam["particles"] > 0])))}
+    default = surface_tests(lam)
+    out["default"] = default
+    sigma = default["sigma_eff_nm"]
+    out["offset_5pct"] = surface_tests(lam, surface_offset_nm=1.645 * sigma, mixed_model=False)
+    out["offset_sigma"] = surface_tests(lam, surface_offset_nm=sigma, mixed_model=False)
+    out["offset_0"] = surface_tests(lam, surface_offset_nm=0.0, mixed_model=False)
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+def simulate_lamellae(n: int, null: bool, workers: int = 2) -> list[dict]:
+    """Run :func:`one_lamella` over ``n`` seeds (conditions cycled) in a process pool."""
+    cache_dir = None if _common.CACHE_DIR is None else Path(_common.CACHE_DIR) / "calibration"
+    jobs = [(CONDITIONS[k % len(CONDITIONS)], SEED0 + k, null, cache_dir) for k in range(n)]
+    results = []
+    if workers <= 1:
+        for job in jobs:
+            results.append(one_lamella(job))
+            log(f"  {'null' if null else 'effect'} {len(results)}/{n}")
+        return results
+    # spawn: no fork of a parent that may hold BLAS threads
+    import multiprocessing as mp
+
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                             initializer=_worker_init) as pool:
+        for res in pool.map(one_lamella, jobs):
+            results.append(res)
+            d = res["default"]
+            log(f"  {'null' if null else 'effect'} {len(results)}/{n} {res['condition']} seed {res['seed']}: "
+                f"paired p {d['p_primary']:.3g} (n {d['n_pairs']}), naive p {d['p_naive']:.2g}, "
+                f"mixed p {d['p_mixed']:.2g} [{res['seconds']:.0f} s]")
+    return results
+
+
+def rejection_rate(results: list[dict], variant: str, key: str) -> tuple[float, int, int, float, float]:
+    """Fraction of lamellae with ``p < ALPHA`` (an undefined p counts as no rejection), k, n and Wilson CI."""
+    p = np.array([r[variant][key] for r in results], float)
+    k = int(np.sum(np.nan_to_num(p, nan=1.0) < ALPHA))
+    lo, hi = wilson_interval(k, p.size)
+    return k / p.size, k, p.size, lo, hi
+
+
+def _ci(lo, hi):
+    return f"[{lo:.2f}, {hi:.2f}]"
+
+
+def _rate_row(metric, case, results, variant, key, base_key, better):
+    r, k, n, lo, hi = rejection_rate(results, variant, key)
+    rb, kb, nb, lob, hib = rejection_rate(results, variant, base_key)
+    out = row("calibration", f"{case}; {k}/{n} {_ci(lo, hi)} vs naive {kb}/{nb} {_ci(lob, hib)}", metric,
+              "fraction", r, "naive pixel Welch t", rb, better=better)
+    out.update(ci_low=lo, ci_high=hi, baseline_ci_low=lob, baseline_ci_high=hib, n=n)
+    return out
+
+
+def bic_prefers_two(x: np.ndarray) -> bool:
+    """The hurried rule: a 2-component Gaussian mixture has the lower BIC (scikit-learn)."""
+    from sklearn.mixture import GaussianMixture
+
+    x = np.asarray(x, float).reshape(-1, 1)
+    bic = [GaussianMixture(k, n_init=3, random_state=0).fit(x).bic(x) for k in (1, 2)]
+    return bool(bic[1] < bic[0])
+
+
+def bimodality_samples(kind: str, n_draws: int, seed: int) -> list[np.ndarray]:
+    """Per-particle-like samples (10–20 values) of a distribution family.
+
+    ``lognormal``: exp(N(0, 0.5²)) (skewness 1.75); ``gamma``: shape 2 (skewness 1.41); ``normal``;
+    ``bimodal_4sd`` / ``bimodal_6sd``: equal mixture of two normals of sd 1 whose means differ by 4 / 6 sd
+    (the 4.7 V preset's two groups differ by ≈ 9 of their sds). Location and scale are irrelevant to the rule.
+    """
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n_draws):
+        n = int(rng.integers(N_PARTICLES[0], N_PARTICLES[1] + 1))
+        if kind == "lognormal":
+            x = rng.lognormal(0.0, 0.5, n)
+        elif kind == "gamma":
+            x = rng.gamma(2.0, 1.0, n)
+        elif kind == "normal":
+            x = rng.normal(0.0, 1.0, n)
+        elif kind.startswith("bimodal_"):
+            sep = float(kind.split("_")[1].rstrip("sd"))
+            g = rng.permutation(np.arange(n) % 2)
+            x = rng.normal(0.0, 1.0, n) + sep * g
+        else:
+            raise ValueError(kind)
+        out.append(x)
+    return out
+
+
+def bimodality_rates(kind: str, n_draws: int, seed: int) -> dict:
+    from stats.distributions import bimodality
+
+    samples = bimodality_samples(kind, n_draws, seed)
+    calls = np.array([bool(bimodality(x, n_boot=199, seed=seed + i)["bimodal"]) for i, x in enumerate(samples)])
+    bic = np.array([bic_prefers_two(x) for x in samples])
+    return {"kind": kind, "n": len(samples), "k": int(calls.sum()), "k_bic": int(bic.sum())}
+
+
+def _bimodality_row(res: dict, metric: str, better: str) -> dict:
+    n, k, kb = res["n"], res["k"], res["k_bic"]
+    lo, hi = wilson_interval(k, n)
+    lob, hib = wilson_interval(kb, n)
+    out = row("calibration", f"{res['kind']}, n 10–20; {k}/{n} {_ci(lo, hi)} vs BIC {kb}/{n} {_ci(lob, hib)}",
+              metric, "fraction", k / n, "GMM 1 vs 2 by BIC", kb / n, better=better)
+    out.update(ci_low=lo, ci_high=hi, baseline_ci_low=lob, baseline_ci_high=hib, n=n)
+    return out
+
+
+def run(quick: bool = False) -> list[dict]:
+    n_lam = N_LAMELLAE_QUICK if quick else N_LAMELLAE
+    n_draws = N_DRAWS_QUICK if quick else N_DRAWS
+    workers = int(os.environ.get("CEIMAP_BENCH_WORKERS", "2"))
+    rows = []
+    t0 = time.perf_counter()
+    log(f"calibration: {n_lam} null lamellae ({', '.join(CONDITIONS)} cycled), perfect segmentation")
+    nulls = simulate_lamellae(n_lam, null=True, workers=workers)
+    log(f"calibration: {n_lam} lamellae with the paper's effect")
+    effects = simulate_lamellae(n_lam, null=False, workers=workers)
+    t_lamellae = time.perf_counter() - t0
+
+    rows.append(_rate_row("false-positive rate, primary (paired t on particle means)", f"{n_lam} null lamellae",
+                          nulls, "default", "p_primary", "p_naive", "lower"))
+    rows.append(_rate_row("false-positive rate, Wilcoxon signed-rank (reported beside)", f"{n_lam} null lamellae",
+                          nulls, "default", "p_wilcoxon", "p_naive", "lower"))
+    rows.append(_rate_row("false-positive rate, secondary (pixel mixed model)", f"{n_lam} null lamellae",
+                          nulls, "default", "p_mixed", "p_naive", "lower"))
+    rows.append(_rate_row("power, primary (paired t on particle means)", f"{n_lam} lamellae, paper's effect",
+                          effects, "default", "p_primary", "p_naive", "higher"))
+    rows.append(_rate_row("power, Wilcoxon signed-rank", f"{n_lam} lamellae, paper's effect",
+                          effects, "default", "p_wilcoxon", "p_naive", "higher"))
+    for variant, what in (("offset_5pct", "bands from 1.645 probe sigma (5 % contamination)"),
+                          ("offset_sigma", "bands from 1 probe sigma"), ("offset_0", "bands from the NMC edge")):
+        rows.append(_rate_row(f"false-positive rate, primary, {what}", f"{n_lam} null lamellae",
+                              nulls, variant, "p_primary", "p_naive", "lower"))
+        rows.append(_rate_row(f"power, primary, {what}", f"{n_lam} lamellae, paper's effect",
+                              effects, variant, "p_primary", "p_naive", "higher"))
+    eff = np.array([r["default"]["effect"] for r in effects], float)
+    eff0 = np.array([r["default"]["effect"] for r in nulls], float)
+    npairs = np.array([r["default"]["n_pairs"] for r in nulls + effects], float)
+    log(f"calibration: effect (electrolyte − void) null mean {np.nanmean(eff0):+.4f} sd {np.nanstd(eff0):.4f}; "
+        f"paper's effect mean {np.nanmean(eff):+.4f} sd {np.nanstd(eff):.4f}; pairs per lamella "
+        f"{np.nanmin(npairs):.0f}–{np.nanmax(npairs):.0f} (median {np.nanmedian(npairs):.0f})")
+    rows.append(row("calibration", f"{2 * n_lam} lamellae, 2 processes", "wall time of the lamella simulations",
+                    "s", t_lamellae, "—", None))
+
+    t1 = time.perf_counter()
+    for k, (kind, metric, better) in enumerate((
+            ("lognormal", "bimodality false-alarm rate", "lower"),
+            ("gamma", "bimodality false-alarm rate", "lower"),
+            ("normal", "bimodality false-alarm rate", "lower"),
+            ("bimodal_4sd", "bimodality power", "higher"),
+            ("bimodal_6sd", "bimodality power", "higher"))):
+        res = bimodality_rates(kind, n_draws, seed=1000 * (k + 1))
+        log(f"  bimodality {kind}: rule {res['k']}/{res['n']}, BIC {res['k_bic']}/{res['n']}")
+        rows.append(_bimodality_row(res, metric, better))
+    rows.append(row("calibration", f"{5 * n_draws} samples", "wall time of the bimodality draws", "s",
+                    time.perf_counter() - t1, "—", None))
+    return rows
+
+
+if __name__ == "__main__":
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _common import format_table
+
+    print(format_table(run(quick="--quick" in sys.argv)))
