@@ -315,6 +315,102 @@ def _stack_layers_by_edge(stack_layers) -> tuple[dict, dict]:
     return stacks, registrations
 
 
+def lamella_maps(sem_layer, stack_layers) -> dict:
+    """The SEM, OD stacks, registrations and spectral maps of the viewer's layers (what classifiers use).
+
+    Returns
+    -------
+    dict
+        ``sem`` (SemImage), ``od_stacks`` and ``registrations`` (by edge), ``egt2g`` and ``s_edge`` (maps on the
+        native grids, None without that edge).
+    """
+    from segment.pipeline import NI_EDGE, S_EDGE
+    from segment.spectra import egt2g_map, s_edge_map
+
+    sem = sem_from_layer(sem_layer)
+    stacks, registrations = _stack_layers_by_edge(stack_layers)
+    return {"sem": sem, "od_stacks": stacks, "registrations": registrations,
+            "egt2g": egt2g_map(stacks[NI_EDGE]) if NI_EDGE in stacks else None,
+            "s_edge": s_edge_map(stacks[S_EDGE]) if S_EDGE in stacks else None}
+
+
+def train(maps: dict, annotations, *, estimator: str = "random_forest", seed: int = 0, name: str = "napari"):
+    """Train a pixel classifier on the annotation strokes of one lamella (:mod:`segment.classifier`).
+
+    Parameters
+    ----------
+    maps : dict
+        :func:`lamella_maps` of the lamella.
+    annotations : ndarray, SEM shape
+        Class codes 1–4 where annotated, 0 elsewhere (a Labels layer's data).
+    """
+    from segment.classifier import PixelClassifier, lamella_samples
+
+    labels = np.asarray(annotations)
+    if labels.shape != np.shape(maps["sem"].image):
+        raise LayerError(f"annotations {labels.shape} do not match the SEM image {np.shape(maps['sem'].image)}")
+    bad = np.setdiff1d(np.unique(labels), [0, 1, 2, 3, 4])
+    if bad.size:
+        raise LayerError(f"annotations hold codes {bad.tolist()}: use 1 NMC, 2 interphase, 3 electrolyte, 4 void")
+    present = np.unique(labels[labels > 0])
+    if present.size < 2:
+        raise LayerError("annotate at least two classes before training")
+    samples = lamella_samples(name, maps["sem"], maps["od_stacks"], maps["registrations"],
+                              labels.astype(np.uint8), egt2g=maps["egt2g"], s_edge=maps["s_edge"])
+    return PixelClassifier(samples=[samples], spec=_spec_of(maps), estimator=estimator, seed=seed)
+
+
+def _spec_of(maps):
+    from segment.classifier import default_spec
+
+    return default_spec(maps["od_stacks"])
+
+
+def predict(classifier, maps: dict, *, region=None) -> list[tuple]:
+    """Classes and uncertainty of a trained classifier on the lamella, as layers.
+
+    Parameters
+    ----------
+    classifier : PixelClassifier
+    maps : dict
+        :func:`lamella_maps`.
+    region : tuple of slice, optional
+        Only this SEM region (e.g. the view on screen) — the tiles covering it; elsewhere 0.
+
+    Returns
+    -------
+    list of LayerData tuples
+        ``prediction`` (Labels, class codes) and ``uncertainty`` (normalised entropy, 0 certain – 1 unsure:
+        where to annotate next).
+    """
+    sem = maps["sem"]
+    mask, tile_px = None, 1024
+    if region is not None:
+        mask = np.zeros(np.shape(sem.image), bool)
+        mask[region] = True
+        # tiles about the size of the view: it touches at most four, and the filters' halo stays a small overhead
+        tile_px = int(np.clip(max(s.stop - s.start for s in region), 128, 1024))
+    classes, _, entropy = classifier.predict(sem, maps["od_stacks"], maps["registrations"], egt2g=maps["egt2g"],
+                                             s_edge=maps["s_edge"], mask=mask, tile_px=tile_px)
+    p = sem.pixel_size_nm
+    unc = np.where(classes > 0, entropy, np.nan).astype(np.float32)
+    return [classes_layer(classes, p, name="prediction"),
+            (unc, {"name": "uncertainty", "scale": (p, p), "units": ("nm", "nm"), "colormap": "inferno",
+                   "contrast_limits": (0.0, 1.0), "opacity": 0.6, "visible": False,
+                   "metadata": {"kind": "uncertainty"}}, "image")]
+
+
+def visible_region(shape_yx, corner_min_world, corner_max_world, pixel_size_nm: float):
+    """SEM pixel slices of the part of the image inside a world-coordinate box (the viewer's field of view)."""
+    lo = np.floor(np.asarray(corner_min_world, float)[-2:] / pixel_size_nm).astype(int)
+    hi = np.ceil(np.asarray(corner_max_world, float)[-2:] / pixel_size_nm).astype(int) + 1
+    lo = np.clip(lo, 0, shape_yx)
+    hi = np.clip(hi, 0, shape_yx)
+    if np.any(hi <= lo):
+        return None
+    return slice(int(lo[0]), int(hi[0])), slice(int(lo[1]), int(hi[1]))
+
+
 def pipeline_result(sem_layer, stack_layers, *, classes=None, particles=None, name: str = "napari"):
     """A :class:`segment.pipeline.PipelineResult` from the viewer's layers (what :func:`measure` and
     :func:`export_run` analyse).

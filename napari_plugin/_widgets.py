@@ -246,6 +246,161 @@ class SegmentWidget(_ActionWidget):
         return run()
 
 
+class ClassifyWidget(_ActionWidget):
+    """Train the pixel classifier on annotation strokes (a Labels layer, classes 1–4) and predict.
+
+    *Live* re-trains and re-predicts after each edit of the annotations (debounced), the region on screen first,
+    then the whole image. The uncertainty layer (normalised entropy) shows where to annotate next. Models are
+    saved and loaded as ceimap model files (pure data, :mod:`segment.classifier`).
+    """
+
+    title = "classify"
+    run_text = "Train + predict"
+    debounce_ms = 800
+
+    def __init__(self, napari_viewer):
+        viewer = napari_viewer
+        from napari.layers import Image, Labels
+        from qtpy.QtCore import QTimer
+
+        self.sem = ComboBox(label="SEM", choices=_layers_where(viewer, act.is_sem_layer, Image))
+        self.annotations = ComboBox(label="annotations", choices=_layers_where(viewer, lambda la: True, Labels))
+        self.estimator = ComboBox(label="classifier", choices=["random_forest", "hist_gradient_boosting"],
+                                  value="random_forest")
+        self.live = CheckBox(label="live: re-predict after each edit", value=False)
+        self.model_path = FileEdit(label="model file", mode="w", filter="*.npz",
+                                   value=Path.home() / "ceimap-model.npz")
+        self.save_button = PushButton(text="Save model")
+        self.load_button = PushButton(text="Load model")
+        self.new_annotations = PushButton(text="New annotation layer")
+        super().__init__(viewer, [self.sem, self.annotations, self.new_annotations, self.estimator, self.live,
+                                  self.model_path, self.save_button, self.load_button])
+        self.classifier = None
+        self._maps, self._maps_key, self._pending, self._watched = None, None, False, None
+        self.timer = QTimer()
+        self.timer.setSingleShot(True)
+        self.timer.timeout.connect(self._live_run)
+        self.live.changed.connect(self._watch)
+        self.annotations.changed.connect(lambda _v: self._watch(self.live.value))
+        self.save_button.changed.connect(self.save_model)
+        self.load_button.changed.connect(self.load_model)
+        self.new_annotations.changed.connect(self.add_annotation_layer)
+
+    def add_annotation_layer(self, _value=None):
+        """An empty Labels layer on the SEM grid with the class colours, selected for painting."""
+        from ._layers import classes_layer
+
+        sem = self.sem.value
+        if sem is None:
+            self._fail(act.LayerError("choose the SEM layer first"))
+            return None
+        data, kwargs, _ = classes_layer(np.zeros(np.shape(sem.data), np.uint8), act._meta(sem)["pixel_size_nm"],
+                                        name="annotations", opacity=0.8)
+        layer = add_layers(self.viewer, [(data, kwargs, "labels")])[0]
+        self.reset_choices()
+        self.annotations.value = layer
+        return layer
+
+    # -- what runs in the worker ------------------------------------------------------------------------
+    def _lamella_maps(self, sem, stacks):
+        key = (id(sem), tuple(id(s) for s in stacks))
+        if self._maps_key != key:
+            self._maps, self._maps_key = act.lamella_maps(sem, stacks), key
+        return self._maps
+
+    def steps(self):
+        sem, ann = self.sem.value, self.annotations.value
+        stacks = chosen_stacks(self.viewer)
+        if sem is None or ann is None or not stacks:
+            raise act.LayerError("an SEM layer, an annotation Labels layer and registered OD stacks are needed")
+        labels = np.asarray(ann.data).copy()
+        estimator = self.estimator.value
+        region = self.region_on_screen(sem)
+
+        def run():
+            yield "spectral maps of the lamella"
+            maps = self._lamella_maps(sem, stacks)
+            yield f"training on {int(np.sum(labels > 0))} annotated pixels"
+            self.classifier = act.train(maps, labels, estimator=estimator)
+            if region is not None:
+                yield "predicting the region on screen"
+                yield ("layers", act.predict(self.classifier, maps, region=region))
+            yield "predicting the whole image"
+            return act.predict(self.classifier, maps)
+        return run()
+
+    def _progress(self, message):
+        if isinstance(message, tuple) and message and message[0] == "layers":
+            add_layers(self.viewer, message[1])
+            return
+        super()._progress(message)
+
+    def region_on_screen(self, sem):
+        """SEM pixel slices of the field of view (None when the whole image is on screen)."""
+        try:
+            size = np.asarray(getattr(self.viewer, "_canvas_size", (1024, 1024)), float)[-2:]
+        except Exception:  # noqa: BLE001 - a proxy may refuse private attributes: assume a typical canvas
+            size = np.array([1024.0, 1024.0])
+        scene = getattr(self.viewer, "scene", None)
+        camera = scene.camera if scene is not None else self.viewer.camera  # napari >= 0.9: viewer.scene
+        centre = np.asarray(camera.center, float)[-2:]
+        half = size / (2.0 * float(camera.zoom))
+        region = act.visible_region(np.shape(sem.data), centre - half, centre + half,
+                                    float(act._meta(sem)["pixel_size_nm"]))
+        if region is None or all(s.start == 0 and s.stop == n for s, n in zip(region, np.shape(sem.data))):
+            return None
+        return region
+
+    # -- live re-prediction -------------------------------------------------------------------------------
+    def _watch(self, on):
+        if self._watched is not None:
+            for ev in ("paint", "data"):
+                getattr(self._watched.events, ev).disconnect(self._edited)
+            self._watched = None
+        layer = self.annotations.value
+        if on and layer is not None:
+            for ev in ("paint", "data"):
+                getattr(layer.events, ev).connect(self._edited)
+            self._watched = layer
+
+    def _edited(self, _event=None):
+        self.timer.start(self.debounce_ms)
+
+    def _live_run(self):
+        if self.worker is not None:
+            self._pending = True
+            return
+        self.start()
+
+    def _done(self):
+        super()._done()
+        if self._pending:
+            self._pending = False
+            self.timer.start(self.debounce_ms)
+
+    # -- model files --------------------------------------------------------------------------------------
+    def save_model(self, _value=None):
+        if self.classifier is None:
+            self._fail(act.LayerError("train a classifier first"))
+            return None
+        path = Path(self.model_path.value)
+        self.classifier.save(path)
+        self.status.value = f"saved {path}"
+        return path
+
+    def load_model(self, _value=None):
+        from segment.classifier import PixelClassifier
+        from segment.errors import CeimapInputError
+
+        try:
+            self.classifier = PixelClassifier.load(Path(self.model_path.value))
+        except CeimapInputError as exc:
+            self._fail(exc)
+            return None
+        self.status.value = f"loaded {self.model_path.value}"
+        return self.classifier
+
+
 def _registered_od(layer) -> bool:
     meta = act._meta(layer)
     return act.is_stack_layer(layer) and meta.get("kind") == "od" and "matrix_stxm_to_sem" in meta
@@ -286,6 +441,8 @@ class MeasureWidget(_ActionWidget):
         self.spectrum_on_click = CheckBox(label="plot the spectra of a clicked pixel", value=False)
         super().__init__(viewer, [self.sem, self.classes, self.out_dir, self.overwrite, self.export_button,
                                   self.spectrum_on_click, self.table, self.particle_table])
+        self.table.native.setMinimumHeight(190)
+        self.particle_table.native.setMinimumHeight(150)
         self.export_button.changed.connect(self.export)
         self.figure = self.canvas = None
         self._add_canvas()

@@ -280,7 +280,7 @@ class PixelClassifier:
         return out
 
     def predict(self, sem, od_stacks: dict, registrations: dict, *, egt2g=None, s_edge=None,
-                tile_px: int = 1024) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                tile_px: int = 1024, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Classify every SEM pixel of a lamella, tile by tile.
 
         Parameters
@@ -291,6 +291,10 @@ class PixelClassifier:
         egt2g, s_edge : optional
             Precomputed spectral maps.
         tile_px : int
+        mask : ndarray of bool, SEM shape, optional
+            Only the tiles holding a True pixel are classified (e.g. the region on screen, for a quick preview;
+            the values there equal those of the whole-image prediction); elsewhere the class is 0 and the
+            probabilities 0.
 
         Returns
         -------
@@ -306,13 +310,15 @@ class PixelClassifier:
         ny, nx = np.shape(sem.image)
         probs = np.zeros((5, ny, nx), np.float32)
         for (ys, xs), tile in iter_feature_tiles(sem.image, sem.pixel_size_nm, self.spec, maps, matrices,
-                                                 tile_px=tile_px):
+                                                 tile_px=tile_px, mask=mask):
             h, w = tile.shape[:2]
             p = self.predict_proba_features(tile.reshape(h * w, -1))
             probs[1:, ys, xs] = p.T.reshape(4, h, w)
         trained = [int(c) for c in self.classes]
         entropy = entropy_map(probs[trained], axis=0)
         classes = (np.argmax(probs[1:], axis=0) + 1).astype(np.uint8)
+        if mask is not None:
+            classes[probs[1:].sum(axis=0) == 0] = 0
         return classes, probs, entropy
 
     # -- compatibility -----------------------------------------------------------------------------------

@@ -222,6 +222,26 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_batch(args) -> int:
+    from .batch import run_batch
+
+    progress = _Progress()
+    if args.model is not None:
+        from segment.classifier import PixelClassifier
+
+        progress(f"checking the pixel classifier {args.model}")
+        PixelClassifier.load(args.model)  # refuse a bad model before any lamella starts
+    where = args.scheduler or f"a local dask cluster of {args.workers} worker processes"
+    progress(f"{len(args.manifests)} lamellae on {where}")
+    result = run_batch(args.manifests, args.out, scheduler=args.scheduler, n_workers=args.workers,
+                       overwrite=args.overwrite, model=args.model, progress=progress)
+    for rec in result["lamellae"]:
+        if rec["status"] != "ok":
+            print(f"ceimap: {rec['name']}: {rec['error']}", file=sys.stderr)
+    print(Path(args.out) / "batch.json")
+    return 0 if result["n_failed"] == 0 else 1
+
+
 def cmd_report(args) -> int:
     from .report import write_report
 
@@ -304,6 +324,16 @@ def build_parser() -> argparse.ArgumentParser:
                            usage=TRAIN_USAGE, add_help=False)
     train.add_argument("rest", nargs=argparse.REMAINDER)
     train.set_defaults(func=cmd_train)
+
+    batch = sub.add_parser("batch", help="many lamellae in parallel on dask.distributed")
+    batch.add_argument("manifests", nargs="+", type=Path, help="LAMELLA.toml manifests")
+    batch.add_argument("--out", required=True, type=Path, help="batch folder (one run folder per lamella)")
+    batch.add_argument("--scheduler", default=None, help="address of a running dask scheduler "
+                       "(default: a LocalCluster for this batch)")
+    batch.add_argument("--workers", type=int, default=2, help="worker processes of the LocalCluster (default 2)")
+    batch.add_argument("--model", type=Path, default=None, help="trained pixel classifier for every lamella")
+    batch.add_argument("--overwrite", action="store_true", help="replace the contents of a non-empty OUT")
+    batch.set_defaults(func=cmd_batch)
 
     compare = sub.add_parser("compare", help="statistics between samples")
     compare.add_argument("runs", nargs="+", help="results folders of `ceimap run`")

@@ -56,6 +56,7 @@ def main(argv=None) -> int:
     for layer in viewer.layers:  # SEM with the class map on top
         layer.visible = layer.name.endswith("SEM") or layer.name == "classes"
     viewer.layers["classes"].opacity = 0.45
+    viewer.layers.selection.active = viewer.layers["classes"]
     viewer.reset_view()
     for _ in range(20):
         app.processEvents()

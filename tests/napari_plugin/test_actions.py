@@ -145,3 +145,45 @@ def test_spectrum_at_a_world_point():
     e, od = act.spectrum_at(layer, [20 * STXM_PX, 18 * STXM_PX])
     assert np.allclose(od, stack.data[:, 20, 18]) and np.allclose(e, stack.energies_ev)
     assert act.spectrum_at(layer, [-1000.0, 0.0]) is None
+
+
+def classify_scene(seed=0):
+    """SEM (160², 10 nm) drawn from the od_scene phases (STXM 40², 40 nm, registered ×4) and sparse strokes."""
+    from segment.register import similarity_matrix
+
+    rng = np.random.default_rng(seed)
+    stack, _ = od_scene(seed=seed)
+    yy, xx = np.indices((160, 160)) / 4.0
+    a = ((yy - 20) ** 2 + (xx - 18) ** 2) <= 81
+    b = (((yy - 20) ** 2 + (xx - 18) ** 2) <= 196) & ~a
+    sem_img = np.where(a, 180.0, np.where(b, 110.0, 40.0)) + rng.normal(0, 8, (160, 160))
+    truth = np.where(a, 1, np.where(b, 3, 4)).astype(np.uint8)
+    strokes = np.zeros_like(truth)
+    strokes[78:82, 55:90] = 1
+    strokes[78:82, 20:26] = 3
+    strokes[5:8, 5:150] = 4
+    sem = as_layer(sem_layer(SemImage(sem_img.astype(np.float32), SEM_PX, "user", "")))
+    od = as_layer(stack_layer(stack, matrix=similarity_matrix(STXM_PX / SEM_PX), sem_pixel_nm=SEM_PX))
+    return sem, od, strokes, truth
+
+
+def test_train_and_predict_from_strokes_and_the_visible_region():
+    sem, od, strokes, truth = classify_scene()
+    maps = act.lamella_maps(sem, [od])
+    clf = act.train(maps, strokes)
+    (classes, kw, kind), (unc, ukw, _) = act.predict(clf, maps)
+    assert kind == "labels" and kw["name"] == "prediction" and ukw["name"] == "uncertainty"
+    inner = ndimage.binary_erosion(truth > 0, iterations=3)  # away from the blurred boundaries
+    for c in (1, 3, 4):
+        m = ndimage.binary_erosion(truth == c, iterations=4)
+        assert np.mean(classes[m] == c) > 0.95, c
+    assert np.nanmean(unc[inner & (truth == 1)]) < np.nanmean(unc[strokes == 0]) + 0.2
+    region = act.visible_region((160, 160), [100.0, 100.0], [600.0, 700.0], SEM_PX)
+    assert region == (slice(10, 61), slice(10, 71))
+    (part, _, _), _ = act.predict(clf, maps, region=region)
+    assert np.array_equal(part[region], classes[region])  # the preview equals the full prediction there
+    assert (part == 0).mean() > 0.3  # tiles far from the view are not computed
+    with pytest.raises(act.LayerError, match="two classes"):
+        act.train(maps, np.where(strokes == 1, 1, 0))
+    with pytest.raises(act.LayerError, match="codes"):
+        act.train(maps, np.where(strokes == 1, 7, strokes))

@@ -85,6 +85,41 @@ def test_register_widget_landmark_mode_updates_the_layer_in_place(viewer, qtbot)
     assert np.allclose(world[-2:], transform_points(truth, [[35.0, 5.0]])[0, ::-1] * SEM_PX, atol=1e-6)
 
 
+def test_classify_widget_trains_predicts_relearns_live_and_saves(viewer, qtbot, tmp_path):
+    from napari_plugin._widgets import ClassifyWidget, add_layers
+    from tests.napari_plugin.test_actions import classify_scene
+
+    sem_ns, od_ns, strokes, truth = classify_scene()
+    sem, od = add_layers(viewer, [(sem_ns.data, {"name": sem_ns.name, "metadata": sem_ns.metadata,
+                                                 "scale": (SEM_PX, SEM_PX)}, "image"),
+                                  (od_ns.data, {"name": od_ns.name, "metadata": od_ns.metadata}, "image")])
+    w = ClassifyWidget(viewer)
+    w.sem.value = sem
+    ann = w.add_annotation_layer()
+    assert ann.name == "annotations" and ann.data.shape == truth.shape
+    ann.data = strokes
+    run_widget(qtbot, w)
+    pred = viewer.layers["prediction"].data
+    inner = (truth == 1) & (np.abs(np.indices(truth.shape) - np.array([80, 72])[:, None, None]).max(0) < 20)
+    assert np.mean(pred[inner] == 1) > 0.95
+    assert "uncertainty" in viewer.layers
+    # live: an edit re-trains and re-predicts after the debounce
+    w.debounce_ms = 50
+    w.live.value = True
+    before = w.classifier
+    edited = strokes.copy()
+    edited[100:104, 100:140] = 3
+    ann.data = edited
+    qtbot.waitUntil(lambda: w.classifier is not before and w.worker is None, timeout=120_000)
+    # model files: save, load (refitted from its data), same predictions
+    w.model_path.value = tmp_path / "model.npz"
+    assert w.save_model() == tmp_path / "model.npz"
+    trained = w.classifier
+    loaded = w.load_model()
+    x = np.random.default_rng(0).normal(size=(50, trained.features.shape[1])).astype(np.float32)
+    assert np.array_equal(loaded.predict_proba_features(x), trained.predict_proba_features(x))
+
+
 def test_a_bad_choice_is_reported_not_raised(viewer, qtbot):
     from napari_plugin._widgets import SegmentWidget
 
