@@ -12,6 +12,7 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from segment import CLASS_CODES
 from segment.io.jsonfile import write_json
@@ -155,15 +156,23 @@ def run_lamella(
     """
     out = Path(out)
     check_output_folder(out, lamella.input_paths, overwrite=overwrite)
-    result = process_lamella(lamella, model=model, progress=progress)
-    progress("statistics on native STXM pixels")
-    analysis = analyse_result(result)
-    parameters = {"segmentation": compact_record(result.details.get("segmentation", {})),
+    # BLAS on one thread: reductions split over threads add in an order that depends on the thread count,
+    # so without this a run differs in the last bits between machines, or between ceimap run and a batch
+    # worker (dask limits its workers' threads). Same inputs → byte-identical results, anywhere.
+    with threadpool_limits(limits=1, user_api="blas"):
+        result = process_lamella(lamella, model=model, progress=progress)
+        progress("statistics on native STXM pixels")
+        analysis = analyse_result(result)
+    segmentation = compact_record(result.details.get("segmentation", {}))
+    timings = segmentation.pop("timings_s", None)  # run-to-run noise: kept beside the timestamp, not as a parameter
+    parameters = {"segmentation": segmentation,
                   "od": {edge: compact_record(report) for edge, report in result.od_reports.items()}}
     model_record = result.details.get("segmentation", {}).get("model")
     if model_record is not None:
         parameters["model"] = model_record
     prov = provenance(lamella.input_paths, parameters)
+    if timings is not None:
+        prov["timings_s"] = timings
     progress(f"writing results to {out}")
     with AtomicFolder(out) as tmp:
         write_results(tmp, result, analysis, prov)
