@@ -118,8 +118,8 @@ def provenance(input_paths: list[Path], parameters: dict, seed: int | None = Non
 
 
 def write_tiff(path: Path, array: np.ndarray) -> None:
-    """Write one image as a zlib-compressed TIFF."""
-    tifffile.imwrite(path, array, compression="zlib")
+    """Write one image (or a stack of planes, one page each) as a zlib-compressed greyscale TIFF."""
+    tifffile.imwrite(path, array, compression="zlib", photometric="minisblack")
 
 
 def write_csv(path: Path, table: pd.DataFrame) -> None:

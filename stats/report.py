@@ -109,7 +109,7 @@ def load_run(out_dir) -> dict:
         "classes": "classes.tif", "particles_map": "particles.tif", "egt2g": "egt2g.tif", "sem": "sem.tif",
         "registration": "registration.json", "summary": "summary.json", "s_edge": "s_edge.json",
         "particles": "particles.csv", "thickness": "thickness.csv", "pixels": "pixels.csv",
-        "class_spectra": "class_spectra.csv",
+        "class_spectra": "class_spectra.csv", "components": "components.csv", "abundances": "abundances.tif",
     }
     run = {"files": {}}
     for key, name in names.items():
@@ -471,6 +471,39 @@ def _spectra_section(run) -> str:
                    "pixels (bands), on the native STXM grid after drift correction and I0 normalisation. "
                    "Dashed lines: the t<sub>2g</sub> and e<sub>g</sub> energies used for the Ni ratio and, at the "
                    "S L-edge, the fitted edge positions per region.", "class spectra")
+
+
+COMPONENT_COLOURS = {"nmc": "#d62728", "interphase": "#2ca02c", "electrolyte": "#1f77b4", "empty": "#7f7f7f"}
+
+
+def _decomposition_section(run) -> str:
+    comps, ab = run.get("components"), run.get("abundances")
+    if comps is None or comps.empty or ab is None or np.ndim(ab) != 3:
+        return _na("unmixing components and abundance maps (components.csv, abundances.tif; the unsupervised "
+                   "path writes them, a supervised model does not)")
+    edges = list(dict.fromkeys(comps["edge"].astype(str)))
+    fig, axes = _new_figure(5.0 * len(edges), 3.6, ncols=len(edges))
+    for ax, edge in zip(axes[0], edges):
+        sub = comps[comps["edge"].astype(str) == edge]
+        for name in dict.fromkeys(sub["component"].astype(str)):
+            c = sub[sub["component"].astype(str) == name].sort_values("energy_ev")
+            ax.plot(c["energy_ev"], c["od"], lw=1.5, color=COMPONENT_COLOURS.get(name), label=name)
+        ax.set(xlabel="photon energy (eV)", ylabel="optical density", title=edge)
+        ax.legend(fontsize=8)
+    spectra = _figure(fig, "<b>Figure 3b.</b> Component spectra of the per-pixel unmixing: the local reference "
+                      "spectra (from the lamella's own purest pixels) that every STXM pixel is fitted with.",
+                      "unmixing component spectra")
+    planes = ("NMC", "electrolyte", "empty (void / outside)", "interphase")
+    fig, axes = _new_figure(3.2 * len(planes), 3.2, ncols=len(planes))
+    for ax, plane, name in zip(axes[0], ab, planes):
+        im = ax.imshow(plane, cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
+        ax.set_title(name, fontsize=9)
+        ax.set_xticks([]), ax.set_yticks([])
+    fig.colorbar(im, ax=list(axes[0]), shrink=0.8, label="fraction of the pixel")
+    maps = _figure(fig, "<b>Figure 3c.</b> Abundance maps on the native STXM grid of the chemistry (the Ni-L grid "
+                   "extended to every stack's field): the fraction of each pixel that each phase fills, from the "
+                   "unmixing; the class map is drawn from these at SEM resolution.", "abundance maps")
+    return spectra + maps
 
 
 def _histogram_section(run, paper_bins: bool) -> str:
@@ -1134,6 +1167,7 @@ def render_report(out_dir, *, paper_bins: bool = False) -> str:
         ("summary", "Key numbers", _key_numbers(run)),
         ("maps", "Maps", _maps_section(run)),
         ("spectra", "Spectra per class", _spectra_section(run)),
+        ("decomposition", "Unmixing: components and abundances", _decomposition_section(run)),
         ("histograms", "e<sub>g</sub>/t<sub>2g</sub> by region", _histogram_section(run, paper_bins)),
         ("particles", "Per particle", _per_particle_section(run)),
         ("thickness", "Interphase thickness", _thickness_section(run)),

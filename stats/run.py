@@ -103,6 +103,45 @@ def egt2g_on_sem(result: PipelineResult) -> np.ndarray:
                        order=0, cval=np.nan).astype(np.float32)
 
 
+UNMIXING_COMPONENTS = ("nmc", "electrolyte", "empty", "interphase")
+"""Abundance maps of the unsupervised chemistry (``abundances.tif`` planes, in this order)."""
+
+
+def decomposition_outputs(result: PipelineResult):
+    """The unsupervised chemistry's component spectra and abundance maps, when the class map came from it.
+
+    Returns
+    -------
+    components : DataFrame or None
+        ``edge, component, energy_ev, od`` — the local reference spectra the per-pixel unmixing fitted
+        (``components.csv``).
+    abundances : ndarray of float32, shape (4, ny, nx), or None
+        Fractions of NMC, electrolyte, empty and interphase per pixel of the chemistry's STXM grid
+        (``abundances.tif``; its STXM px → SEM px matrix goes to ``registration.json`` as ``chemistry_grid``).
+    matrix : ndarray (3, 3) or None
+    """
+    seg = result.details.get("segmentation", {})
+    chem = seg.get("stxm") if isinstance(seg, dict) else None
+    if not isinstance(chem, dict) or "fractions" not in chem:
+        return None, None, None
+    rows = []
+    for edge, refs in (chem.get("references") or {}).items():
+        energies = np.asarray(result.od_stacks[edge].energies_ev, float)
+        for component, od in refs.items():
+            od = np.asarray(od, float).ravel()
+            if od.size != energies.size:
+                continue
+            rows += [{"edge": edge, "component": component, "energy_ev": e, "od": v} for e, v in zip(energies, od)]
+    components = pd.DataFrame(rows, columns=["edge", "component", "energy_ev", "od"])
+    fractions = np.asarray(chem["fractions"], np.float32)
+    interphase = np.asarray(chem.get("interphase_fraction", np.zeros(fractions.shape[1:])), np.float32)
+    abundances = np.concatenate([fractions[:3], interphase[None]], axis=0).astype(np.float32)
+    matrix = seg.get("stxm_matrix")
+    if matrix is None:
+        matrix = result.registrations[NI_EDGE].matrix
+    return components, abundances, np.asarray(matrix, float)
+
+
 def write_results(out: Path, result: PipelineResult, analysis: Analysis, prov: dict) -> None:
     """Write every output file of CONTRACT.md (and the report's extras) into the folder ``out``."""
     lamella = result.lamella
@@ -113,7 +152,14 @@ def write_results(out: Path, result: PipelineResult, analysis: Analysis, prov: d
     entropy = result.details.get("segmentation", {}).get("entropy")
     if entropy is not None:  # trained classifier: where it is unsure (annotate there next)
         write_tiff(out / "entropy.tif", np.asarray(entropy, dtype=np.float32))
-    write_json(out / "registration.json", registration_record(result))
+    registration = registration_record(result)
+    components, abundances, chem_matrix = decomposition_outputs(result)
+    if components is not None:
+        write_csv(out / "components.csv", components)
+        write_tiff(out / "abundances.tif", abundances)
+        registration["chemistry_grid"] = {"matrix": chem_matrix.tolist(), "shape_yx": list(abundances.shape[1:]),
+                                          "planes": list(UNMIXING_COMPONENTS)}
+    write_json(out / "registration.json", registration)
     write_csv(out / "particles.csv", analysis.particles)
     write_csv(out / "thickness.csv", analysis.thickness)
     write_csv(out / "pixels.csv", analysis.pixels)

@@ -208,3 +208,19 @@ def test_report_paper_bins_option_uses_ten_bins(tmp_path):
     text = write_report(run, paper_bins=True).read_text(encoding="utf-8")
     assert "ten bins over 0.7–2.4" in text
     assert len(_images(text)) == 1
+
+
+def test_report_shows_unmixing_components_and_abundance_maps(tmp_path):
+    run = make_fake_run(tmp_path / "run")
+    before = len(_images(write_report(run).read_text(encoding="utf-8")))
+    e = np.linspace(845, 860, 30)
+    rows = [{"edge": "Ni-L", "component": c, "energy_ev": x, "od": v}
+            for c, amp in (("nmc", 1.0), ("electrolyte", 0.1), ("interphase", 0.4)) for x, v in zip(e, amp * np.exp(-((e - 853) / 2) ** 2))]
+    pd.DataFrame(rows).to_csv(run / "components.csv", index=False)
+    ab = np.random.default_rng(1).uniform(0, 1, (4, 50, 50)).astype(np.float32)
+    tifffile.imwrite(run / "abundances.tif", ab, photometric="minisblack")
+    text = write_report(run).read_text(encoding="utf-8")
+    assert "Unmixing: components and abundances" in text and "Figure 3b" in text and "Figure 3c" in text
+    assert len(_images(text)) == before + 2
+    (run / "abundances.tif").unlink()
+    assert "unmixing components and abundance maps" in write_report(run).read_text(encoding="utf-8")
