@@ -117,7 +117,7 @@ def decomposition_outputs(result: PipelineResult):
         (``components.csv``).
     abundances : ndarray of float32, shape (4, ny, nx), or None
         Fractions of NMC, electrolyte, empty and interphase per pixel of the chemistry's STXM grid
-        (``abundances.tif``; its STXM px → SEM px matrix goes to ``registration.json`` as ``chemistry_grid``).
+        (``abundances.tif``; the grid's STXM px → SEM px matrix and the plane names go to ``abundances.json``).
     matrix : ndarray (3, 3) or None
     """
     seg = result.details.get("segmentation", {})
@@ -152,14 +152,15 @@ def write_results(out: Path, result: PipelineResult, analysis: Analysis, prov: d
     entropy = result.details.get("segmentation", {}).get("entropy")
     if entropy is not None:  # trained classifier: where it is unsure (annotate there next)
         write_tiff(out / "entropy.tif", np.asarray(entropy, dtype=np.float32))
-    registration = registration_record(result)
+    write_json(out / "registration.json", registration_record(result))
     components, abundances, chem_matrix = decomposition_outputs(result)
     if components is not None:
         write_csv(out / "components.csv", components)
         write_tiff(out / "abundances.tif", abundances)
-        registration["chemistry_grid"] = {"matrix": chem_matrix.tolist(), "shape_yx": list(abundances.shape[1:]),
-                                          "planes": list(UNMIXING_COMPONENTS)}
-    write_json(out / "registration.json", registration)
+        write_json(out / "abundances.json", {
+            "planes": list(UNMIXING_COMPONENTS), "shape_yx": list(abundances.shape[1:]),
+            "matrix_to_sem": chem_matrix.tolist(),
+            "matrix_convention": "chemistry-grid pixel (x, y, 1) → SEM pixel (x, y, 1)"})
     write_csv(out / "particles.csv", analysis.particles)
     write_csv(out / "thickness.csv", analysis.thickness)
     write_csv(out / "pixels.csv", analysis.pixels)
