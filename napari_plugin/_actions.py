@@ -344,7 +344,7 @@ def train(maps: dict, annotations, *, estimator: str = "random_forest", seed: in
     annotations : ndarray, SEM shape
         Class codes 1–4 where annotated, 0 elsewhere (a Labels layer's data).
     """
-    from segment.classifier import PixelClassifier, lamella_samples
+    from segment.classifier import PixelClassifier, default_spec, lamella_samples
 
     labels = np.asarray(annotations)
     if labels.shape != np.shape(maps["sem"].image):
@@ -355,15 +355,10 @@ def train(maps: dict, annotations, *, estimator: str = "random_forest", seed: in
     present = np.unique(labels[labels > 0])
     if present.size < 2:
         raise LayerError("annotate at least two classes before training")
+    spec = default_spec(maps["od_stacks"])
     samples = lamella_samples(name, maps["sem"], maps["od_stacks"], maps["registrations"],
-                              labels.astype(np.uint8), egt2g=maps["egt2g"], s_edge=maps["s_edge"])
-    return PixelClassifier(samples=[samples], spec=_spec_of(maps), estimator=estimator, seed=seed)
-
-
-def _spec_of(maps):
-    from segment.classifier import default_spec
-
-    return default_spec(maps["od_stacks"])
+                              labels.astype(np.uint8), spec, egt2g=maps["egt2g"], s_edge=maps["s_edge"])
+    return PixelClassifier(spec, [samples], estimator=estimator, seed=seed)
 
 
 def predict(classifier, maps: dict, *, region=None) -> list[tuple]:
@@ -430,11 +425,10 @@ def pipeline_result(sem_layer, stack_layers, *, classes=None, particles=None, na
     from segment.assign import segment_lamella
     from segment.lamella import Lamella
     from segment.particles import label_particles
-    from segment.pipeline import NI_EDGE, S_EDGE, PipelineResult
-    from segment.spectra import egt2g_map, s_edge_map
+    from segment.pipeline import NI_EDGE, PipelineResult
 
-    sem = sem_from_layer(sem_layer)
-    stacks, registrations = _stack_layers_by_edge(stack_layers)
+    maps = lamella_maps(sem_layer, stack_layers)
+    sem, stacks, registrations = maps["sem"], maps["od_stacks"], maps["registrations"]
     if NI_EDGE not in stacks:
         raise LayerError("a Ni-L stack layer is needed (the e_g/t_2g ratio comes from it)")
     details = {}
@@ -461,8 +455,7 @@ def pipeline_result(sem_layer, stack_layers, *, classes=None, particles=None, na
     return PipelineResult(
         lamella=lamella, od_stacks=stacks, od_reports=reports, drift_px=drift, registrations=registrations,
         classes=classes, particles=np.asarray(particles, np.uint32), probabilities=probabilities,
-        egt2g=egt2g_map(stacks[NI_EDGE]),
-        s_edge=s_edge_map(stacks[S_EDGE]) if S_EDGE in stacks else None, details=details)
+        egt2g=maps["egt2g"], s_edge=maps["s_edge"], details=details)
 
 
 def segment(sem_layer, stack_layers) -> list[tuple]:

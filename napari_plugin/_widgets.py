@@ -46,6 +46,12 @@ def add_layers(viewer, layers) -> list:
     return out
 
 
+def one_step(message: str, action):
+    """The ``steps()`` generator of a one-call action: report ``message``, then return ``action()``'s layers."""
+    yield message
+    return action()
+
+
 class _ActionWidget(Container):
     """A container with a Run and a Cancel button that runs ``self.steps()`` in a worker thread.
 
@@ -144,10 +150,8 @@ class PreprocessWidget(_ActionWidget):
         region = None if self.i0_region.value is None else list(self.i0_region.value.data)
         align = bool(self.align.value)
 
-        def run():
-            yield f"{layer.name}: aligning frames and converting to OD"
-            return [act.preprocess(layer, i0_region_world=region, align=align)]
-        return run()
+        return one_step(f"{layer.name}: aligning frames and converting to OD",
+                        lambda: [act.preprocess(layer, i0_region_world=region, align=align)])
 
 
 class RegisterWidget(_ActionWidget):
@@ -181,10 +185,7 @@ class RegisterWidget(_ActionWidget):
             kwargs = {"stxm_points_world": np.asarray(self.stxm_points.value.data),
                       "sem_points_world": np.asarray(self.sem_points.value.data), "kind": self.kind.value}
 
-        def run():
-            yield f"{layer.name}: registering onto {sem.name}"
-            return [act.register(layer, sem, **kwargs)]
-        return run()
+        return one_step(f"{layer.name}: registering onto {sem.name}", lambda: [act.register(layer, sem, **kwargs)])
 
 
 class DecomposeWidget(_ActionWidget):
@@ -208,12 +209,8 @@ class DecomposeWidget(_ActionWidget):
             raise act.LayerError("choose an OD stack layer")
         method, n = self.method.value, int(self.n_components.value) or None
 
-        def run():
-            yield f"{layer.name}: {method}"
-            if method == "kmeans":
-                return act.decompose(layer, method=method, n_clusters=n)
-            return act.decompose(layer, method=method, n_components=n)
-        return run()
+        size = {"n_clusters" if method == "kmeans" else "n_components": n}
+        return one_step(f"{layer.name}: {method}", lambda: act.decompose(layer, method=method, **size))
 
 
 class SegmentWidget(_ActionWidget):
@@ -240,10 +237,7 @@ class SegmentWidget(_ActionWidget):
         if sem is None or not stacks:
             raise act.LayerError("an SEM layer and aligned OD stacks registered onto it are needed")
 
-        def run():
-            yield "segmenting (chemistry + SEM texture)"
-            return act.segment(sem, stacks)
-        return run()
+        return one_step("segmenting (chemistry + SEM texture)", lambda: act.segment(sem, stacks))
 
 
 class ClassifyWidget(_ActionWidget):
@@ -467,11 +461,10 @@ class MeasureWidget(_ActionWidget):
             raise act.LayerError("an SEM layer, a classes layer and registered OD stacks are needed")
         data = np.asarray(classes.data).copy()
 
-        def run():
-            yield "statistics on native STXM pixels"
+        def measure():
             self.last_measure = act.measure(sem, stacks, data)
             return []
-        return run()
+        return one_step("statistics on native STXM pixels", measure)
 
     def _finish(self, layers):
         super()._finish(layers)

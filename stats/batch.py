@@ -27,6 +27,7 @@ from typing import Callable
 import pandas as pd
 
 from segment.errors import CeimapInputError
+from segment.io.jsonfile import json_safe
 
 from .outputs import check_output_folder, write_csv
 
@@ -230,11 +231,5 @@ def run_batch(manifests, out_dir, *, scheduler: str | None = None, n_workers: in
             result["compare_error"] = str(exc)
     result["provenance"] = provenance([Path(p["manifest"]) for p in plan],
                                       {"scheduler": result["scheduler"], "model": model})
-    write_text_atomic(out_dir / "batch.json", json.dumps(_jsonable(result), indent=2) + "\n")
+    write_text_atomic(out_dir / "batch.json", json.dumps(json_safe(result), indent=2, allow_nan=False) + "\n")
     return result
-
-
-def _jsonable(obj):
-    from segment.io.jsonfile import json_safe
-
-    return json_safe(obj)
