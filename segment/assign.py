@@ -78,6 +78,7 @@ __all__ = [
     "resolve_thin_rims",
     "stxm_view",
     "fit_interphase_thickness",
+    "snap_nmc_boundaries",
 ]
 
 OUTSIDE, NMC, INTERPHASE, ELECTROLYTE, VOID = 0, 1, 2, 3, 4
@@ -1071,14 +1072,96 @@ def resolve_thin_rims(label: np.ndarray, pixel_size_nm: float, *, max_width_nm: 
     return out
 
 
+def _noise_matched_sigma(image: np.ndarray, contrast: float) -> float:
+    """Gaussian sigma (pixels, 0.5–2) that brings the image's white noise to 1/2.326 of half ``contrast``.
+
+    Smoothing with a Gaussian of sigma ``s`` divides white noise by ``2·sqrt(pi)·s``; the noise is the MAD of
+    the 4-neighbour Laplacian. A midpoint threshold between two levels ``contrast`` apart then errs on 1 % of
+    the pure pixels.
+    """
+    lap = ndimage.laplace(np.asarray(image, dtype=float))[1:-1, 1:-1] / np.sqrt(20.0)
+    noise = 1.4826 * float(np.median(np.abs(lap - np.median(lap))))
+    return float(np.clip(2.326 * noise / (0.5 * max(abs(contrast), 1e-12)) / (2.0 * np.sqrt(np.pi)), 0.5, 2.0))
+
+
+def snap_nmc_boundaries(label: np.ndarray, sem_image: np.ndarray, pixel_size_nm: float, *,
+                        band_px: float = 2.0) -> np.ndarray:
+    """Place every NMC boundary at the midpoint grey level between NMC and the phase it actually meets.
+
+    A pixel covered more than half by NMC is brighter (or darker, for reversed contrast) than the midpoint
+    between the pure NMC level and the pure level of its neighbour. The earlier boundary steps threshold NMC
+    against the level of its surroundings at large (electrolyte beyond the interphase), which is the wrong
+    neighbour twice: where NMC meets a void or a crack, that midpoint lies too close to the NMC level and
+    every void grows by a pixel (a thin crack by a pixel on each side); where it meets an interphase, the
+    interphase's own level is the right one. Pixels within ``band_px`` of an NMC–empty boundary are
+    re-decided against the pure empty level (median of empty pixels more than two pixels from any other
+    class; the image's 1st percentile when there are too few), then pixels within ``band_px`` of an
+    NMC–electrolyte boundary against the local level of the electrolyte-side pixels just beyond the band
+    (``band_px`` to ``2·band_px + 1`` pixels from NMC: the interphase where there is one). The NMC level is
+    the local mean of NMC deeper than 90 nm. The image is smoothed only as much as its noise needs for a
+    1 % error rate at each contrast (:func:`_noise_matched_sigma`).
+
+    Parameters
+    ----------
+    label : ndarray of int, shape (ny, nx)
+        Texture classes (1 NMC, 3 electrolyte-like, 4 empty).
+    sem_image : ndarray, shape (ny, nx)
+    pixel_size_nm : float
+    band_px : float
+        How far (SEM pixels) a boundary may move: the spread of an edge between two thresholds.
+
+    Returns
+    -------
+    ndarray, same shape and dtype as ``label``
+    """
+    image = np.asarray(sem_image, dtype=float)
+    out = label.copy()
+    nmc = out == NMC
+    r = max(90.0 / float(pixel_size_nm), 1.0)
+    inner = nmc & (ndimage.distance_transform_edt(nmc) > r)
+    if inner.sum() < 10:
+        return out
+    lvl_inner = float(np.median(image[inner]))
+    for other in (VOID, ELECTROLYTE):
+        nmc = out == NMC
+        mine = out == other
+        if mine.sum() < 10:
+            continue
+        d_nmc = ndimage.distance_transform_edt(~nmc)
+        if other == VOID:
+            deep = mine & (ndimage.distance_transform_edt(mine) > 2)
+            lvl = float(np.median(image[deep])) if deep.sum() >= 20 else float(np.percentile(image, 1.0))
+            sm = ndimage.gaussian_filter(image, _noise_matched_sigma(image, lvl_inner - lvl))
+        else:
+            shell = mine & (d_nmc > band_px) & (d_nmc <= 2 * band_px + 1)
+            if shell.sum() < 10:
+                continue
+            sm = ndimage.gaussian_filter(image, _noise_matched_sigma(image, lvl_inner - np.median(image[shell])))
+            lvl = _local_level(sm, shell, 4.0 * r)
+        lvl_nmc = _local_level(sm, inner, 4.0 * r)
+        band = (nmc & (ndimage.distance_transform_edt(~mine) <= band_px)) | (mine & (d_nmc <= band_px))
+        nmc_side = np.sign(lvl_nmc - lvl) * (sm - 0.5 * (lvl_nmc + lvl)) > 0
+        out[band & nmc_side] = NMC
+        out[band & ~nmc_side] = other
+    return out
+
+
 def interphase_thickness_map(nmc: np.ndarray, electrolyte: np.ndarray, interphase_fraction: np.ndarray,
                              pixel_size_nm: float, *, max_nm: float = 450.0,
-                             smooth_nm: float = 50.0) -> np.ndarray:
+                             smooth_nm: float = 50.0, certainty: np.ndarray | None = None,
+                             min_certainty: float = 0.16) -> np.ndarray:
     """Local interphase thickness at each NMC surface pixel from an interphase-fraction map.
 
     Every electrolyte-side pixel within ``max_nm`` of NMC hands its interphase fraction to its nearest
     NMC pixel; the sum times the pixel size is the thickness there (area per unit boundary length: the
     amount is conserved when the STXM PSF blurs a band), smoothed along the surface over ``smooth_nm``.
+
+    Where the fraction was not measured everywhere (the edge of the STXM field cuts the surface), the
+    smoothing is a *normalised convolution*: each surface pixel weighs in with the measured share of its
+    electrolyte-side pixels (its certainty), so unmeasured pixels count as unknown rather than as "no
+    interphase"; the amount is thereby carried along the surface into the unmeasured part as far as the
+    smoothing reaches — where the measured share of the smoothing weight is at least ``min_certainty``
+    (0.16: one smoothing sigma beyond the last measured pixel of a straight surface). Beyond, 0.
 
     Parameters
     ----------
@@ -1091,6 +1174,10 @@ def interphase_thickness_map(nmc: np.ndarray, electrolyte: np.ndarray, interphas
         Farthest an interphase pixel may be from NMC.
     smooth_nm : float
         Gaussian smoothing along the surface (sigma).
+    certainty : ndarray, shape (ny, nx), optional
+        Share (0–1) of each pixel that was measured; default everywhere measured.
+    min_certainty : float
+        Least measured share of the smoothing weight for a surface pixel to get a thickness.
 
     Returns
     -------
@@ -1113,14 +1200,22 @@ def interphase_thickness_map(nmc: np.ndarray, electrolyte: np.ndarray, interphas
                       minlength=nmc.size).reshape(nmc.shape)
     surface = nmc & ~ndimage.binary_erosion(nmc, border_value=1)
     # only the surface pixels that received something from the electrolyte side count as that surface
-    receiving = np.zeros(nmc.size, bool)
-    receiving[np.unique(flat_near)] = True
-    receiving = receiving.reshape(nmc.shape) & surface
+    n_in = np.bincount(flat_near, minlength=nmc.size).reshape(nmc.shape)
+    receiving = (n_in > 0) & surface
+    if certainty is None:
+        cert = receiving.astype(float)
+    else:
+        c = np.clip(np.nan_to_num(np.asarray(certainty, dtype=float)[cand]), 0.0, 1.0)
+        n_meas = np.bincount(flat_near, weights=c, minlength=nmc.size).reshape(nmc.shape)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cert = np.where(receiving, n_meas / np.maximum(n_in, 1), 0.0)
     sig = max(smooth_nm / px, 0.5)
     num = ndimage.gaussian_filter(acc, sig, mode="constant")
-    den = ndimage.gaussian_filter(receiving.astype(float), sig, mode="constant")
+    den = ndimage.gaussian_filter(cert, sig, mode="constant")
+    reach = ndimage.gaussian_filter(receiving.astype(float), sig, mode="constant")
     with np.errstate(invalid="ignore", divide="ignore"):
-        t = np.where(receiving & (den > 1e-6), num / den, 0.0)
+        known = receiving & (den > 1e-6) & (den >= min_certainty * reach)
+        t = np.where(known, num / den, 0.0)
     return t.astype(np.float32)
 
 
@@ -1155,7 +1250,8 @@ def stxm_view(sem_map: np.ndarray, matrix: np.ndarray, stxm_shape, sigma_nm: flo
 def fit_interphase_thickness(nmc: np.ndarray, electrolyte: np.ndarray, interphase_fraction: np.ndarray,
                              measured: np.ndarray, matrix: np.ndarray, sem_pixel_nm: float,
                              stxm_pixel_nm: float, psf_fwhm_nm: float, *, max_nm: float = 450.0,
-                             smooth_nm: float = 100.0, n_iter: int = 6) -> np.ndarray:
+                             smooth_nm: float = 100.0, n_iter: int = 6,
+                             known: np.ndarray | None = None) -> np.ndarray:
     """Local interphase thickness whose band, seen through the STXM, reproduces the measured amounts.
 
     The band drawn on the SEM grid is blurred by the effective probe (spot FWHM ⊗ pixel footprint),
@@ -1182,6 +1278,10 @@ def fit_interphase_thickness(nmc: np.ndarray, electrolyte: np.ndarray, interphas
     smooth_nm : float
         Smoothing of the amounts along the surface (Gaussian sigma).
     n_iter : int
+    known : ndarray of bool, shape (ny_stxm, nx_stxm), optional
+        STXM pixels inside the measured field (where a fraction of 0 means "no interphase"); outside, the
+        amounts are unknown and the thickness is carried along the surface from the measured part
+        (:func:`interphase_thickness_map`'s normalised convolution). Default: the whole grid.
 
     Returns
     -------
@@ -1192,10 +1292,15 @@ def fit_interphase_thickness(nmc: np.ndarray, electrolyte: np.ndarray, interphas
     stxm_shape = interphase_fraction.shape
     measured = np.asarray(measured, bool)
 
+    # the share of each SEM pixel that the chemistry measured, resampled like the fractions, so that the
+    # amounts are normalised by it (unmeasured is unknown, not "no interphase")
+    known = np.ones(stxm_shape, bool) if known is None else np.asarray(known, bool)
+    certainty = warp_to_sem(known.astype(float), matrix, shape, order=1, cval=0.0)
+
     def amount(f_stxm):
         f_sem = warp_to_sem(np.where(measured, f_stxm, 0.0), matrix, shape, order=1, cval=0.0)
         return interphase_thickness_map(nmc, electrolyte, np.nan_to_num(f_sem), sem_pixel_nm, max_nm=max_nm,
-                                        smooth_nm=smooth_nm)
+                                        smooth_nm=smooth_nm, certainty=certainty)
 
     a_meas = amount(interphase_fraction)
     surface = a_meas > 0
@@ -1315,6 +1420,7 @@ def segment_lamella(od_stacks: dict, registrations: dict, sem, *, reference_edge
     label = refine_empty_boundaries(label, image, sem_px, band_nm=stxm_px + psf_fwhm_nm)
     label = mark_cracks(label, image, sem_px, max_width_nm=crack_max_nm)
     label = resolve_thin_rims(label, sem_px, max_width_nm=psf_fwhm_nm)
+    label = snap_nmc_boundaries(label, image, sem_px)
     empty = label == VOID
     # outside: empty regions along the field border (lamella edge) or mostly outside on the STXM grid
     outside = split_empty(empty, sem_px, vacuum=cls == OUTSIDE)
@@ -1329,7 +1435,7 @@ def segment_lamella(od_stacks: dict, registrations: dict, sem, *, reference_edge
         thickness_nm = fit_interphase_thickness(nmc_sem, label == ELECTROLYTE, chem["interphase_fraction"],
                                                 chem["interphase_measured"], matrix, sem_px, stxm_px,
                                                 psf_fwhm_nm, max_nm=interphase_max_nm + psf_fwhm_nm,
-                                                smooth_nm=2.0 * psf_fwhm_nm)
+                                                smooth_nm=2.0 * psf_fwhm_nm, known=chem["known"])
         dist, (iy, ix) = ndimage.distance_transform_edt(~nmc_sem, return_indices=True)
         t_here = thickness_nm[iy, ix]
         depth_nm = (dist - 0.5) * sem_px

@@ -6,8 +6,9 @@ from scipy import ndimage
 from sklearn.metrics import f1_score
 
 from segment.assign import (VOID, Segmentation, classify_stxm, edge_signature, fit_interphase_thickness,
-                            mark_cracks, name_spectrum, od_noise_scale, resolve_thin_rims, segment_lamella,
-                            split_empty, stxm_view, to_reference_grid, tolerant_f1, union_grid)
+                            interphase_thickness_map, mark_cracks, name_spectrum, od_noise_scale,
+                            resolve_thin_rims, segment_lamella, snap_nmc_boundaries, split_empty, stxm_view,
+                            to_reference_grid, tolerant_f1, union_grid)
 from segment.lamella import SemImage
 from segment.register import Registration
 from segment.stack import Stack
@@ -345,3 +346,74 @@ def test_fit_interphase_thickness_recovers_band_through_psf():
                                  psf, smooth_nm=50.0)
     surface = t[40:160, 79]
     assert abs(np.median(surface) - 90.0) < 9.0
+
+
+def _area_rendered(inside_fine: np.ndarray, k: int) -> np.ndarray:
+    """Area fraction of each coarse pixel covered by a k×-oversampled mask (a pixel sees its whole area)."""
+    ny, nx = inside_fine.shape[0] // k, inside_fine.shape[1] // k
+    return inside_fine[:ny * k, :nx * k].reshape(ny, k, nx, k).mean(axis=(1, 3))
+
+
+@pytest.mark.parametrize("offset", [0.0, 0.3, 0.6])
+def test_snap_nmc_boundaries_puts_crack_and_pore_edges_at_half_coverage(offset):
+    # NMC (bright) with a 4.5-pixel crack and a void pore, rendered with partial-volume pixels at a
+    # sub-pixel offset; the first label map has both voids one pixel too wide on each side (the NMC-vs-
+    # electrolyte midpoint), as the earlier boundary steps leave them
+    k = 10
+    yy, xx = np.mgrid[0:80 * k, 0:120 * k] / k
+    crack = np.abs(xx - (40.0 + offset)) < 2.25
+    pore = np.hypot(yy - 40.0, xx - (90.0 + offset)) < 12.0
+    void_cov = _area_rendered(crack | pore, k)
+    rng = np.random.default_rng(1)
+    sem = 0.2 + 0.8 * (1.0 - void_cov) + rng.normal(0, 0.04, void_cov.shape)
+    truth_void = void_cov > 0.5
+    label = np.where(ndimage.binary_dilation(truth_void), VOID, 1)
+    out = snap_nmc_boundaries(label, sem, 10.0)
+    assert np.mean((out == VOID) != truth_void) < 0.002
+    width = (out[10:70, 30:50] == VOID).sum(axis=1)
+    assert abs(np.median(width) - 4.5) <= 0.5
+
+
+def test_snap_nmc_boundaries_keeps_sharp_boundaries_in_place():
+    lab = np.full((40, 60), 3)
+    lab[:, :20] = 1
+    lab[:, 40:] = VOID
+    sem = np.where(lab == 1, 1.0, np.where(lab == 3, 0.6, 0.1))
+    out = snap_nmc_boundaries(lab, sem, 10.0)
+    assert np.array_equal(out, lab)
+
+
+@pytest.mark.parametrize("offset", [0.2, 0.35, 0.8])
+def test_snap_nmc_boundaries_against_the_interphase_level(offset):
+    # NMC (1.0) | 6-pixel interphase (0.45) | electrolyte (0.6), partial-volume pixels at a sub-pixel
+    # offset; the first map put the NMC edge one pixel inside (threshold against the electrolyte level and
+    # a blur): the snap moves it to half coverage
+    k = 10
+    xx = np.mgrid[0:60 * k, 0:80 * k][1] / k
+    nmc_cov = _area_rendered(xx < 30.0 + offset, k)
+    int_cov = _area_rendered((xx >= 30.0 + offset) & (xx < 36.0 + offset), k)
+    rng = np.random.default_rng(2)
+    sem = 1.0 * nmc_cov + 0.45 * int_cov + 0.6 * (1 - nmc_cov - int_cov) + rng.normal(0, 0.03, nmc_cov.shape)
+    truth_nmc = nmc_cov > 0.5
+    label = np.where(ndimage.binary_erosion(truth_nmc, border_value=1), 1, 3)
+    out = snap_nmc_boundaries(label, sem, 10.0)
+    assert np.mean((out == 1) != truth_nmc) < 0.002
+
+
+def test_thickness_map_carries_measured_amount_past_the_field_edge():
+    # a 50 nm band along a straight surface, measured only for rows < 100: with the field's certainty the
+    # thickness stays 50 nm up to the field edge and one smoothing sigma beyond; without it, the unmeasured
+    # half reads as "no interphase" and drags the amount down near the edge
+    px = 10.0
+    nmc = np.zeros((200, 60), bool)
+    nmc[:, :20] = True
+    frac = np.zeros(nmc.shape)
+    frac[:100, 20:25] = 1.0
+    known = np.zeros(nmc.shape)
+    known[:100] = 1.0
+    t_known = interphase_thickness_map(nmc, ~nmc, frac, px, smooth_nm=100.0, certainty=known)
+    t_blind = interphase_thickness_map(nmc, ~nmc, frac, px, smooth_nm=100.0)
+    assert np.allclose(t_known[:100, 19], 50.0, atol=0.5)
+    assert np.allclose(t_known[100:108, 19], 50.0, atol=0.5)        # within 0.8 sigma: carried over
+    assert (t_known[125:, 19] == 0).all()                            # beyond the reach: unknown, no band
+    assert t_blind[99, 19] < 30.0
