@@ -68,7 +68,7 @@ def _scores(seg, particles, truth, tol_px):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, min_macro", [("cycled_4p25v", 0.95), ("cycled_4p7v", 0.94)])
+@pytest.mark.parametrize("name, min_macro", [("cycled_4p25v", 0.95), ("cycled_4p7v", 0.95)])
 def test_cycled_lamellae(datasets_dir, name, min_macro):
     s = _scores(*_run(datasets_dir, name))
     print(name, s)
@@ -76,7 +76,7 @@ def test_cycled_lamellae(datasets_dir, name, min_macro):
     assert s["per_class"][0] >= 0.985         # NMC
     assert s["per_class"][1] >= 0.86          # interphase, exact SEM pixels
     assert s["per_class"][2] >= 0.975         # electrolyte
-    assert s["per_class"][3] >= 0.93          # void
+    assert s["per_class"][3] >= 0.95          # void
     assert s["interphase"]["f1"] >= 0.93
     assert s["matched"] >= 0.95
 
