@@ -72,11 +72,10 @@ def load_lamella_from_args(args) -> "Lamella":  # noqa: F821 - imported lazily
 
 
 def _require_ni(lamella) -> None:
-    if "Ni-L" not in lamella.stacks:
-        where = lamella.manifest_path or "the command line"
-        raise CeimapInputError(
-            f"a Ni-L stack is required (found edges: {', '.join(lamella.stacks) or 'none'})", path=where
-        )
+    """Refuse, before any processing, a lamella the pipeline cannot analyse (see segment.lamella.check_lamella)."""
+    from segment.lamella import check_lamella
+
+    check_lamella(lamella, required_edges=("Ni-L",))
 
 
 def cmd_run(args) -> int:
@@ -175,6 +174,9 @@ def parse_train_args(argv: list[str]) -> tuple[list[dict], dict]:
 
 
 def cmd_train(args) -> int:
+    import numpy as np
+
+    from segment import CLASS_CODES
     from segment.io import read_annotations
     from segment.pipeline import train_classifier
 
@@ -201,9 +203,21 @@ def cmd_train(args) -> int:
         if any(p.resolve() == out.resolve() for p in [*lamella.input_paths, path]):
             raise CeimapInputError("--out would overwrite an input file", path=out)
         annotated.append((lamella, read_annotations(path, lamella.sem.image.shape)))
+        if not annotated[-1][1].any():  # refused now rather than after the other lamellae are processed
+            raise CeimapInputError("the annotation image has no annotated pixel (all 0)", path=path)
         if lamella.annotations_path != path:
             from segment.lamella import Lamella
             annotated[-1] = (Lamella(**{**lamella.__dict__, "annotations_path": path}), annotated[-1][1])
+    present = set()
+    for _, labels in annotated:
+        present.update(int(v) for v in np.unique(labels) if v > 0)
+    unannotated = [f"{code} ({name})" for name, code in CLASS_CODES.items() if code and code not in present]
+    if len(present) == 1:
+        raise CeimapInputError(f"the annotations name only class {present.pop()}: annotate at least two classes",
+                               path=", ".join(str(lam.annotations_path) for lam, _ in annotated))
+    if unannotated and present:
+        print(f"ceimap: warning: no annotated pixel of class {', '.join(unannotated)}: the model will never "
+              "predict it (annotate some of it to have it found)", file=sys.stderr)
     names = [lam.name for lam, _ in annotated]
     if len(set(names)) != len(names):  # the validation table is keyed by name
         annotated = [(type(lam)(**{**lam.__dict__, "name": f"{lam.name}#{k + 1}"}), a)

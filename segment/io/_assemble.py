@@ -6,6 +6,8 @@ to :func:`assemble_stack`, which validates them against the physics and returns 
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from ..edges import EDGES, edge_from_energies
@@ -17,6 +19,53 @@ PIXEL_ASPECT_TOLERANCE = 0.01
 
 OD_MAX = 8.0
 """Optical densities above this are not measurable in STXM (no photons pass), see :func:`guess_kind`."""
+
+MIN_STXM_ENERGY_EV = 30.0
+"""Lowest photon energy an STXM stack can be recorded at (soft X-rays); below it the energies are not in eV."""
+
+FALLBACK_MEMORY_BYTES = 64 * 2**30
+"""Memory assumed when the machine does not say how much it has (see :func:`memory_limit_bytes`)."""
+
+
+def memory_limit_bytes() -> int:
+    """Physical memory of this machine in bytes (:data:`FALLBACK_MEMORY_BYTES` when unknown)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return FALLBACK_MEMORY_BYTES
+
+
+def _bytes_text(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
+        if n < 1024 or unit == "EiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.3g} {unit}"
+        n /= 1024.0
+    return f"{n:.3g} EiB"  # pragma: no cover
+
+
+def check_array_size(shape, path, what: str = "image data", bytes_per_value: int = 8) -> None:
+    """Refuse, before anything is allocated, an array too large for this machine's memory.
+
+    A header (TIFF tags, HDF5 dataspace, ``.dat`` or ``.hdr`` text) can claim any size; a stack is held as
+    float64 (``bytes_per_value`` 8) while it is processed. The limit is the machine's physical memory.
+
+    Raises
+    ------
+    CeimapInputError
+        With the shape and the memory it would need, e.g. for a header claiming 10⁶ × 10⁶ pixels.
+    """
+    dims = [int(d) for d in shape]
+    n_values = 1
+    for d in dims:
+        n_values *= max(d, 0)
+    need = n_values * int(bytes_per_value)
+    limit = memory_limit_bytes()
+    if need > limit:
+        raise CeimapInputError(
+            f"{what} of shape {' × '.join(str(d) for d in dims)} would need about {_bytes_text(need)} of memory "
+            f"as {8 * int(bytes_per_value)}-bit values, more than this machine has ({_bytes_text(limit)}): "
+            "refused (a corrupt header, or crop / bin the data first)", path=path)
+
 
 _LENGTH_TO_NM = {
     "nm": 1.0, "nanometer": 1.0, "nanometre": 1.0, "nanometers": 1.0, "nanometres": 1.0,
@@ -138,6 +187,14 @@ def assemble_stack(
     Returns
     -------
     Stack
+
+    Raises
+    ------
+    CeimapInputError
+        Data not 3-D or not numbers; energies not matching the frames, not finite, not positive, below
+        :data:`MIN_STXM_ENERGY_EV` (keV written as eV is named as such) or duplicated; NaN or infinite image
+        values; a counts frame with no count above 0 (beam off, failed frame); axis positions not matching
+        the image, not finite, not changing, or not square; a given edge contradicted by the energies.
     """
     metadata = dict(metadata or {})
     data = np.asarray(data)
@@ -158,6 +215,20 @@ def assemble_stack(
         raise CeimapInputError("energies contain NaN or infinite values", path=path)
     if np.any(energies <= 0):
         raise CeimapInputError(f"energies must be positive eV, found {energies.min():g}", path=path)
+    if energies.max() < MIN_STXM_ENERGY_EV:
+        as_kev = edge_from_energies(energies * 1e3)
+        hint = (f": they look like keV (×1000 they span the {as_kev} edge); write them in eV"
+                if as_kev is not None else "")
+        raise CeimapInputError(
+            f"energies {energies.min():g}–{energies.max():g} are below {MIN_STXM_ENERGY_EV:g} eV, not soft X-ray "
+            f"photon energies in eV{hint}", path=path)
+    bad = ~np.isfinite(data) if np.issubdtype(data.dtype, np.floating) else None
+    if bad is not None and bad.any():
+        k, y, x = (int(i) for i in np.argwhere(bad)[0])
+        raise CeimapInputError(
+            f"{int(bad.sum())} image value(s) are NaN or infinite (the first in frame {k} at {energies[k]:g} eV, "
+            f"row {y}, column {x}): a failed or aborted acquisition? Crop the frames or pixels out first",
+            path=path)
 
     if kind is None:
         kind = guess_kind(data)
@@ -166,6 +237,15 @@ def assemble_stack(
         metadata.setdefault("kind_source", "file")
     if kind not in ("counts", "od"):
         raise CeimapInputError(f"unknown data kind {kind!r} (expected 'counts' or 'od')", path=path)
+
+    if kind == "counts":
+        per_frame = data.reshape(n_e, -1)
+        empty = np.nonzero(np.all(per_frame <= 0, axis=1))[0]
+        if empty.size:
+            where = ", ".join(f"{energies[k]:g} eV" for k in empty[:5]) + ("…" if empty.size > 5 else "")
+            raise CeimapInputError(
+                f"{empty.size} of {n_e} frame(s) hold no counts (every value ≤ 0: {where}); the beam was off or "
+                "the frame failed: remove those frames", path=path)
 
     values = data.astype(np.float64)
 

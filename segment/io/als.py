@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import CeimapInputError
 from ..stack import Stack
-from ._assemble import assemble_stack, length_unit_to_nm
+from ._assemble import assemble_stack, check_array_size, length_unit_to_nm
 
 __all__ = ["read_als", "parse_hdr"]
 
@@ -293,6 +293,7 @@ def read_als(path, edge: str | None = None, *, channel: int | str = 0, kind: str
         energies, pairing = _pair(h, numbered, listed, hdr)
         frames_files = [files[k] for k in numbered]
         numbers = numbered
+    check_array_size((len(frames_files), y.size, x.size), hdr, "the stack the header describes")
     frames = np.stack([_read_xim(f, (y.size, x.size)) for f in frames_files])
     metadata.update(frame_numbers=numbers, frames=[str(f) for f in frames_files], energy_pairing=pairing,
                     companions=[str(f) for f in frames_files])

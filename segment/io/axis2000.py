@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import CeimapInputError
 from ..stack import Stack
-from ._assemble import assemble_stack
+from ._assemble import assemble_stack, check_array_size
 
 __all__ = ["read_ncb"]
 
@@ -83,6 +83,7 @@ def read_ncb(path, edge: str | None = None, *, kind: str | None = None) -> Stack
         except (IndexError, ValueError):
             dwell = None
 
+    check_array_size((ne, ny, nx), dat, "the stack its line 1 and 4 describe")
     dtype = np.dtype("<f4") if scale < 0 else np.dtype("<i2")
     expected = nx * ny * ne * dtype.itemsize
     actual = ncb.stat().st_size

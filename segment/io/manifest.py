@@ -35,6 +35,7 @@ import numpy as np
 from ..edges import EDGES
 from ..errors import CeimapInputError
 from ..lamella import Lamella
+from ._assemble import check_array_size
 from .sem import read_sem
 from .stacks import read_stack
 
@@ -66,8 +67,11 @@ def _file(manifest: Path, value: str, key: str) -> Path:
         raise CeimapInputError(f"key '{key}' is an empty path", path=manifest)
     p = Path(value).expanduser()
     p = p if p.is_absolute() else manifest.parent / p
-    if not p.is_file():
+    if not p.exists():
         raise CeimapInputError(f"key '{key}' names {value!r}, which does not exist ({p})", path=manifest)
+    if not p.is_file():  # a folder, a device (/dev/zero would be read forever), a pipe
+        what = "a folder" if p.is_dir() else "not a regular file (a device, pipe or socket)"
+        raise CeimapInputError(f"key '{key}' names {value!r}, which is {what} ({p})", path=manifest)
     return p
 
 
@@ -210,10 +214,16 @@ def read_annotations(path, shape_yx) -> np.ndarray:
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
             import tifffile
-            img = tifffile.imread(path)
+            with tifffile.TiffFile(path) as tif:
+                if not tif.series:
+                    raise CeimapInputError("TIFF holds no image", path=path)
+                check_array_size(tif.series[0].shape, path, "annotation image", bytes_per_value=1)
+                img = tif.series[0].asarray()
         else:
             from skimage import io as skio
             img = skio.imread(path)
+    except CeimapInputError:
+        raise
     except Exception as exc:
         raise CeimapInputError(f"not a readable image ({type(exc).__name__}: {exc})", path=path) from None
     img = np.asarray(img)

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import CeimapInputError
 from ..stack import Stack
-from ._assemble import assemble_stack, length_unit_to_nm
+from ._assemble import assemble_stack, check_array_size, length_unit_to_nm
 
 __all__ = ["read_nxstxm", "write_nxstxm", "is_hdf5"]
 
@@ -217,16 +217,66 @@ def read_nxstxm(path, edge: str | None = None, *, entry: str | None = None, dete
         raise CeimapInputError("file not found", path=path)
     try:
         fh = h5py.File(path, "r")
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:
         raise CeimapInputError(f"not a readable HDF5 file (truncated or corrupt?): {exc}", path=path) from None
     with fh:
         try:
+            refuse_external_data(fh, path)
             return _read_open(fh, path, edge, entry, detector, kind)
         except CeimapInputError:
             raise
-        except (OSError, KeyError, ValueError, TypeError, IndexError) as exc:
+        except MemoryError:
+            raise CeimapInputError("a field of the file claims more memory than this machine has (corrupt file?)",
+                                   path=path) from None
+        except (OSError, RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:
+            # h5py raises RuntimeError for HDF5 library errors it has no class for (bad checksums …)
             raise CeimapInputError(f"cannot read the NXstxm data ({type(exc).__name__}: {exc})",
                                    path=path) from None
+
+
+def refuse_external_data(fh: h5py.File, path) -> None:
+    """Refuse an HDF5 file whose objects live outside it: external links, virtual or external-storage datasets.
+
+    Such a file makes the HDF5 library open other files named inside it (any path on the machine, read as
+    data), and its results depend on files that are not among the inputs (not hashed in the provenance).
+    The whole file is walked without following external links.
+
+    Raises
+    ------
+    CeimapInputError
+        Naming the first such object and where it points.
+    """
+    seen = set()
+
+    def walk(group, prefix):
+        key = h5py.h5o.get_info(group.id).addr
+        if key in seen:  # a group hard-linked in several places (or into itself): walk it once
+            return
+        seen.add(key)
+        for name in group:
+            link = group.get(name, getlink=True)
+            where = f"{prefix}/{name}"
+            if isinstance(link, h5py.ExternalLink):
+                raise CeimapInputError(
+                    f"{where} is an HDF5 external link to '{link.filename}:{link.path}'; ceimap reads only "
+                    "self-contained files (copy the data in, e.g. with h5copy, and give that file)", path=path)
+            if isinstance(link, h5py.SoftLink):
+                continue  # a path inside this file: its target is checked where it lives
+            obj = group.get(name)
+            if isinstance(obj, h5py.Dataset):
+                if obj.is_virtual:
+                    sources = sorted({m.file_name for m in obj.virtual_sources()})
+                    raise CeimapInputError(
+                        f"{where} is a virtual dataset mapping data from other files ({', '.join(sources[:3])}); "
+                        "ceimap reads only self-contained files (copy the data in, e.g. with h5copy)", path=path)
+                if obj.external:
+                    raise CeimapInputError(
+                        f"{where} keeps its values in external raw file(s) ({obj.external[0][0]}); ceimap reads "
+                        "only self-contained files", path=path)
+            elif isinstance(obj, h5py.Group):
+                walk(obj, where)
+
+    walk(fh, "")
 
 
 def _read_open(fh, path, edge, entry_name, detector_name, kind) -> Stack:
@@ -266,6 +316,7 @@ def _read_open(fh, path, edge, entry_name, detector_name, kind) -> Stack:
     ename, egrp, (dname, dgrp, ndim, _), usable_names = chosen
     where = f"/{ename}/{dname}"
     sig_name, sig = _signal(dgrp)
+    check_array_size(sig.shape, path, f"{where}/{sig_name}")
     raw = sig[()]
     positions = _axis_positions(dgrp, sig)
     scan_type = _text(dgrp["stxm_scan_type"]) if "stxm_scan_type" in dgrp else None

@@ -22,7 +22,7 @@ import tifffile
 
 from ..errors import CeimapInputError
 from ..lamella import SemImage
-from ._assemble import PIXEL_ASPECT_TOLERANCE, length_unit_to_nm
+from ._assemble import PIXEL_ASPECT_TOLERANCE, check_array_size, length_unit_to_nm
 
 __all__ = ["read_sem", "write_sem_tiff"]
 
@@ -127,6 +127,7 @@ def _image(tif: tifffile.TiffFile, path) -> np.ndarray:
     if not tif.series:
         raise CeimapInputError("TIFF holds no image", path=path)
     series = tif.series[0]
+    check_array_size(series.shape, path, "SEM image", bytes_per_value=max(4, np.dtype(series.dtype).itemsize))
     try:
         img = series.asarray()
     except Exception as exc:

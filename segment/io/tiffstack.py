@@ -14,7 +14,7 @@ import tifffile
 
 from ..errors import CeimapInputError
 from ..stack import Stack
-from ._assemble import assemble_stack
+from ._assemble import assemble_stack, check_array_size
 
 __all__ = ["read_tiff_stack", "write_tiff_stack", "energy_sidecar"]
 
@@ -88,7 +88,10 @@ def read_tiff_stack(path, edge: str | None = None, *, kind: str | None = None,
     energies = _read_energies(sidecar)
     try:
         with tifffile.TiffFile(path) as tif:
+            if not tif.series:
+                raise CeimapInputError("TIFF holds no image", path=path)
             series = tif.series[0]
+            check_array_size(series.shape, path, "TIFF stack")
             data = series.asarray()
             found = None if pixel_size_nm is not None else _pixel_size(tif, path)
             info = (tif.imagej_metadata or {}).get("Info", "") if tif.is_imagej else ""
