@@ -13,11 +13,13 @@ What is measured
   only that the difference is significant with a two-tailed p < 0.01 (its Figure S6); the generator's presets
   encode that effect as a per-particle e_g/t_2g decrease of 0.30 ± 0.05 at the contact that decays into the
   particle as ``erfc(depth / 50–100 nm)`` (:mod:`segment.synthetic.conditions`).
-* The same two rates with the surface bands started closer to the NMC edge — at 1.645 and 1 effective probe
-  sigma (5 % and 16 % of the signal from beyond the edge) and at the edge itself — to show what ceimap's band
-  offset (the probe's 1 % contamination distance, 2.326 σ_eff, :func:`stats.regions.default_distances`) buys
-  and costs: next to electrolyte the probe also sees the interphase, whose Ni is reduced even in a null
-  lamella, so bands too close to the edge differ without any NMC surface effect.
+* The same two rates with the surface bands started at fixed depths — the 1 % contamination distance
+  2.326 σ_eff (the rule's conservative fallback), 1.645 and 1 effective probe sigma (5 % and 16 % of the signal
+  from beyond the edge) and the edge itself — beside ceimap's default, the start derived from each lamella
+  (:func:`stats.regions.surface_start_from_data`: the smallest depth where the bias the probe's view of the
+  interphase can put on the paired difference is ≤ k·SE). Next to electrolyte the probe also sees the
+  interphase, whose Ni is reduced even in a null lamella, so bands too close to the edge differ without any
+  NMC surface effect: the null rows are the check that the rule lets no contamination in.
 * **Bimodality rule** (:func:`stats.distributions.bimodality`): false-alarm rate on skewed *unimodal*
   per-particle samples (log-normal and gamma, 10–20 values like our lamellae, ≥ 200 draws each) and power on
   clearly bimodal samples, beside the rule a hurried analysis uses (a 2-component Gaussian mixture preferred by
@@ -88,7 +90,8 @@ def measured_lamella(condition: str, seed: int, null: bool, cache_dir=None) -> d
     -------
     dict
         ``classes, particles`` (truth, SEM grid), ``matrix`` (truth Ni-L → SEM), ``psf_fwhm_nm``,
-        ``sem_pixel_nm``, ``stxm_pixel_nm``, ``ratio, sigma, valid`` (measured e_g/t_2g map, STXM grid).
+        ``sem_pixel_nm``, ``stxm_pixel_nm``, ``ratio, sigma, valid`` (measured e_g/t_2g map, STXM grid),
+        ``amplitude_t2g, amplitude_eg`` (fitted peak heights, everywhere).
     """
     path = None
     if cache_dir:
@@ -110,7 +113,8 @@ def measured_lamella(condition: str, seed: int, null: bool, cache_dir=None) -> d
     out = {"classes": lam.truth["classes"], "particles": lam.truth["particles"],
            "matrix": np.asarray(tr["matrix"], float), "psf_fwhm_nm": float(tr["psf_fwhm_nm"]),
            "sem_pixel_nm": float(lam.spec.sem_pixel_nm), "stxm_pixel_nm": float(od.pixel_size_nm),
-           "ratio": eg.ratio, "sigma": eg.sigma, "valid": eg.valid}
+           "ratio": eg.ratio, "sigma": eg.sigma, "valid": eg.valid,
+           "amplitude_t2g": eg.amplitude_t2g, "amplitude_eg": eg.amplitude_eg}
     if path:
         os.makedirs(str(cache_dir), exist_ok=True)
         np.savez_compressed(path + ".part.npz", **out)
@@ -127,8 +131,12 @@ def surface_tests(lam: dict, surface_offset_nm: float | None = None, mixed_model
     from stats.tables import particle_table
 
     classes, particles, sem_px = lam["classes"], lam["particles"], lam["sem_pixel_nm"]
+    ni_map = None
+    if "amplitude_t2g" in lam:
+        ni_map = {"egt2g": lam["ratio"], "egt2g_sigma": lam["sigma"], "egt2g_valid": lam["valid"],
+                  "amplitude_t2g": lam["amplitude_t2g"], "amplitude_eg": lam["amplitude_eg"]}
     maps = stxm_regions(classes, particles, sem_px, lam["matrix"], lam["ratio"].shape, lam["stxm_pixel_nm"],
-                        lam["psf_fwhm_nm"], surface_offset_nm=surface_offset_nm)
+                        lam["psf_fwhm_nm"], surface_offset_nm=surface_offset_nm, ni_map=ni_map)
     pixels = pixel_table(maps, lam["ratio"], lam["sigma"], lam["valid"])
     contacts = contact_classes(classes, particles, sem_px, maps.parameters["contamination_nm"])
     table = particle_table(contacts, particles, sem_px, pixels)
@@ -139,12 +147,15 @@ def surface_tests(lam: dict, surface_offset_nm: float | None = None, mixed_model
     return {"p_primary": primary["p_value"], "effect": primary["effect"], "method": primary["method"],
             "n_pairs": primary["n_pairs"], "n_units": primary["n_units"],
             "p_wilcoxon": wil.get("p_value", np.nan), "p_naive": naive["p_value"], "p_mixed": mixed["p_value"],
-            "offset_nm": maps.parameters["surface_offset_nm"], "sigma_eff_nm": maps.parameters["sigma_eff_nm"]}
+            "offset_nm": maps.parameters["surface_offset_nm"], "sigma_eff_nm": maps.parameters["sigma_eff_nm"],
+            "contamination_nm": maps.parameters["contamination_nm"],
+            "rule": maps.parameters["surface_offset_rule"].get("rule")}
 
 
 def one_lamella(job: tuple) -> dict:
-    """All tests of one simulated lamella: default regions (bands from the 1 % contamination distance
-    2.326 σ_eff), and bands from 1.645 σ_eff (5 % contamination), 1 σ_eff and the NMC edge."""
+    """All tests of one simulated lamella: default regions (bands from the depth derived from the lamella,
+    :func:`stats.regions.surface_start_from_data`), and bands from fixed depths: the 1 % contamination
+    distance 2.326 σ_eff (the rule's fallback), 1.645 σ_eff (5 % contamination), 1 σ_eff and the NMC edge."""
     condition, seed, null, cache_dir = job
     t0 = time.perf_counter()
     lam = measured_lamella(condition, seed, null, cache_dir)
@@ -153,6 +164,7 @@ def one_lamella(job: tuple) -> dict:
     default = surface_tests(lam)
     out["default"] = default
     sigma = default["sigma_eff_nm"]
+    out["offset_1pct"] = surface_tests(lam, surface_offset_nm=2.326 * sigma, mixed_model=False)
     out["offset_5pct"] = surface_tests(lam, surface_offset_nm=1.645 * sigma, mixed_model=False)
     out["offset_sigma"] = surface_tests(lam, surface_offset_nm=sigma, mixed_model=False)
     out["offset_0"] = surface_tests(lam, surface_offset_nm=0.0, mixed_model=False)
@@ -282,12 +294,20 @@ def run(quick: bool = False) -> list[dict]:
                           effects, "default", "p_primary", "p_naive", "higher"))
     rows.append(_rate_row("power, Wilcoxon signed-rank", f"{n_lam} lamellae, paper's effect",
                           effects, "default", "p_wilcoxon", "p_naive", "higher"))
-    for variant, what in (("offset_5pct", "bands from 1.645 probe sigma (5 % contamination)"),
+    for variant, what in (("offset_1pct", "bands from 2.326 probe sigma (1 % contamination, fixed)"),
+                          ("offset_5pct", "bands from 1.645 probe sigma (5 % contamination)"),
                           ("offset_sigma", "bands from 1 probe sigma"), ("offset_0", "bands from the NMC edge")):
         rows.append(_rate_row(f"false-positive rate, primary, {what}", f"{n_lam} null lamellae",
                               nulls, variant, "p_primary", "p_naive", "lower"))
         rows.append(_rate_row(f"power, primary, {what}", f"{n_lam} lamellae, paper's effect",
                               effects, variant, "p_primary", "p_naive", "higher"))
+    starts = np.array([r["default"]["offset_nm"] / r["default"]["sigma_eff_nm"] for r in nulls + effects])
+    n_fallback = sum(not str(r["default"]["rule"]).startswith("bias") for r in nulls + effects)
+    log(f"calibration: derived band start {np.min(starts):.2f}–{np.max(starts):.2f} σ_eff (median "
+        f"{np.median(starts):.2f}; 1 % depth = 2.33 σ_eff), {n_fallback} of {len(starts)} lamellae fell back")
+    rows.append(row("calibration", f"{2 * n_lam} lamellae; {n_fallback} fell back to 2.33",
+                    "derived band start, median (σ_eff)", "σ_eff", float(np.median(starts)),
+                    "1 % contamination depth", 2.326, better=None))
     eff = np.array([r["default"]["effect"] for r in effects], float)
     eff0 = np.array([r["default"]["effect"] for r in nulls], float)
     npairs = np.array([r["default"]["n_pairs"] for r in nulls + effects], float)

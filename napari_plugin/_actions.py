@@ -4,7 +4,9 @@ A *layer* here is anything with ``data``, ``metadata`` and ``name`` attributes �
 ``types.SimpleNamespace`` in tests. Every action reads the ceimap objects back from the layers it is given
 (:func:`stack_from_layer`, :func:`sem_from_layer`, :func:`registration_from_layer`), calls the library
 (``segment`` / ``stats``) and returns napari LayerData tuples ``(data, kwargs, layer_type)``. A returned tuple
-whose name equals an existing layer's name updates that layer when napari adds it.
+whose name equals an existing layer's name updates that layer when napari adds it. Live classification
+(:class:`FeatureCache`, :class:`LivePredictor`) keeps the lamella's classifier features and runs the
+coarse-to-fine re-prediction the classify widget shows after each annotation edit.
 
 World coordinates are nanometres on the SEM frame (see :mod:`napari_plugin._layers`). Shapes and Points drawn
 by the user are in world coordinates; :func:`world_to_stxm_pixels` and :func:`world_to_sem_pixels` bring them
@@ -13,6 +15,7 @@ onto a stack's or the SEM's pixel grid.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -346,18 +349,10 @@ def train(maps: dict, annotations, *, estimator: str = "random_forest", seed: in
     """
     from segment.classifier import PixelClassifier, default_spec, lamella_samples
 
-    labels = np.asarray(annotations)
-    if labels.shape != np.shape(maps["sem"].image):
-        raise LayerError(f"annotations {labels.shape} do not match the SEM image {np.shape(maps['sem'].image)}")
-    bad = np.setdiff1d(np.unique(labels), [0, 1, 2, 3, 4])
-    if bad.size:
-        raise LayerError(f"annotations hold codes {bad.tolist()}: use 1 NMC, 2 interphase, 3 electrolyte, 4 void")
-    present = np.unique(labels[labels > 0])
-    if present.size < 2:
-        raise LayerError("annotate at least two classes before training")
+    labels = _check_annotations(annotations, np.shape(maps["sem"].image))
     spec = default_spec(maps["od_stacks"])
     samples = lamella_samples(name, maps["sem"], maps["od_stacks"], maps["registrations"],
-                              labels.astype(np.uint8), spec, egt2g=maps["egt2g"], s_edge=maps["s_edge"])
+                              labels, spec, egt2g=maps["egt2g"], s_edge=maps["s_edge"])
     return PixelClassifier(spec, [samples], estimator=estimator, seed=seed)
 
 
@@ -519,3 +514,438 @@ def spectrum_at(layer, point_world) -> tuple[np.ndarray, np.ndarray] | None:
     if not (0 <= y < data.shape[1] and 0 <= x < data.shape[2]):
         return None
     return np.asarray(meta["energies_ev"], float), np.asarray(data[:, y, x], float)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# live classification: feature cache, quick refit, coarse-to-fine prediction
+# ----------------------------------------------------------------------------------------------------------
+
+PREVIEW_POINTS = 2**18
+"""Most lattice points the first preview classifies (a latency budget: ~0.1 µs per point and tree)."""
+PREVIEW_SAMPLES = 2**13
+"""Most annotated pixels (class-balanced) the preview model is fitted on."""
+PREVIEW_PARAMS = {"random_forest": {"n_estimators": 16}, "hist_gradient_boosting": {"max_iter": 25}}
+"""Size of the preview model (the final model has the library's defaults)."""
+PREDICT_CHUNK = 2**17
+"""Feature rows classified between two checks for stale work (~0.1–0.5 s)."""
+
+
+def _check_annotations(labels: np.ndarray, shape) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.shape != tuple(shape):
+        raise LayerError(f"annotations {labels.shape} do not match the SEM image {tuple(shape)}")
+    if labels.size and (labels.min() < 0 or labels.max() > 4 or not np.issubdtype(labels.dtype, np.integer)):
+        bad = np.setdiff1d(np.unique(labels), [0, 1, 2, 3, 4])
+        if bad.size:
+            raise LayerError(f"annotations hold codes {bad.tolist()}: use 1 NMC, 2 interphase, 3 electrolyte, "
+                             "4 void")
+    labels = labels.astype(np.uint8, copy=False)
+    if np.count_nonzero(np.bincount(labels.ravel(), minlength=5)[1:]) < 2:  # (a bincount: fast on 4 Mpx)
+        raise LayerError("annotate at least two classes before training")
+    return labels
+
+
+def feature_key(spec, sem_image, pixel_size_nm: float, maps: dict, matrices: dict) -> str:
+    """SHA-256 naming a feature stack: the feature spec, the SEM image and pixel size, the spectral maps and the
+    registrations. Equal keys ⇔ equal features (a cache is valid only for its key)."""
+    import hashlib
+    import json
+
+    h = hashlib.sha256(json.dumps(spec.to_dict(), sort_keys=True).encode())
+    image = np.ascontiguousarray(sem_image)
+    h.update(f"{image.dtype.str}{image.shape}{float(pixel_size_nm)!r}".encode())
+    h.update(image.tobytes())
+    for name, (values, edge) in maps.items():
+        v = np.ascontiguousarray(values, dtype=np.float64)
+        h.update(f"{name}|{edge}|{v.shape}".encode())
+        h.update(v.tobytes())
+    for edge in sorted(matrices):
+        h.update(edge.encode())
+        h.update(np.ascontiguousarray(matrices[edge], dtype=np.float64).tobytes())
+    return h.hexdigest()
+
+
+class FeatureCache:
+    """The classifier's feature tiles of one lamella, computed once (float32) and reused by every re-prediction.
+
+    Tiles are those of :func:`segment.features.iter_feature_tiles` with the same ``tile_px`` (each computed with
+    its halo), so a cached value equals the one a fresh computation — or :meth:`PixelClassifier.predict` with
+    that ``tile_px`` — gives. Tiles are computed on demand (the view first) and the least recently used are
+    dropped above ``max_mb`` (large images: the cache holds the region being worked on).
+
+    Parameters
+    ----------
+    sem : SemImage
+    spec : FeatureSpec
+    maps : dict
+        :func:`segment.features.spectral_maps` of the lamella for ``spec``.
+    matrices : dict of str to ndarray (3, 3)
+        STXM pixel → SEM pixel registration of each edge of ``spec``.
+    tile_px : int
+    max_mb : float
+    """
+
+    def __init__(self, sem, spec, maps: dict, matrices: dict, *, tile_px: int = 1024, max_mb: float = 3072.0):
+        from collections import OrderedDict
+
+        self.sem_image = np.asarray(sem.image)
+        self.pixel_size_nm = float(sem.pixel_size_nm)
+        self.spec, self.maps, self.matrices = spec, maps, matrices
+        self.tile_px, self.max_bytes = int(tile_px), float(max_mb) * 2**20
+        self.shape = tuple(np.shape(self.sem_image))
+        self.n_features = len(spec.names)
+        self.key = feature_key(spec, self.sem_image, self.pixel_size_nm, maps, matrices)
+        self.tiles: "OrderedDict[tuple[int, int], np.ndarray]" = OrderedDict()
+        self.pinned: set = set()  # tiles never dropped (the view and the annotated ones, set by LivePredictor)
+        self.seconds = 0.0  # time spent computing features
+
+    @classmethod
+    def for_lamella(cls, maps: dict, spec=None, **kwargs) -> "FeatureCache":
+        """The cache of the lamella described by :func:`lamella_maps` (default spec: the edges present)."""
+        from segment.classifier import default_spec
+        from segment.features import spectral_maps
+
+        spec = spec or default_spec(maps["od_stacks"])
+        spectral = spectral_maps(maps["od_stacks"], spec, egt2g=maps["egt2g"], s_edge=maps["s_edge"])
+        matrices = {e: np.asarray(maps["registrations"][e].matrix, float) for e in spec.edges}
+        return cls(maps["sem"], spec, spectral, matrices, **kwargs)
+
+    @property
+    def nbytes(self) -> int:
+        return int(sum(t.nbytes for t in self.tiles.values()))
+
+    def tile_slices(self, tile_id) -> tuple[slice, slice]:
+        ty, tx = tile_id
+        t = self.tile_px
+        return (slice(ty * t, min(self.shape[0], (ty + 1) * t)), slice(tx * t, min(self.shape[1], (tx + 1) * t)))
+
+    def tiles_of(self, region=None, mask=None) -> list[tuple[int, int]]:
+        """Tile ids touching a region (slices; None = everything) or holding a True pixel of a mask."""
+        t = self.tile_px
+        if mask is not None:
+            yy, xx = np.nonzero(mask)
+            n_x = self.shape[1] // t + 1
+            return [(int(i // n_x), int(i % n_x)) for i in np.unique((yy // t) * n_x + xx // t)]
+        ys, xs = region if region is not None else (slice(0, self.shape[0]), slice(0, self.shape[1]))
+        return [(ty, tx) for ty in range(ys.start // t, (ys.stop - 1) // t + 1)
+                for tx in range(xs.start // t, (xs.stop - 1) // t + 1)]
+
+    def fill(self, tile_ids):
+        """Compute the missing tiles among ``tile_ids`` (a generator: yields a progress message per tile)."""
+        import time
+
+        from segment.features import iter_feature_tiles
+
+        missing = [tid for tid in dict.fromkeys(tile_ids) if tid not in self.tiles]
+        if not missing:
+            return
+        mask = np.zeros(self.shape, bool)
+        for tid in missing:
+            ys, xs = self.tile_slices(tid)
+            mask[ys.start, xs.start] = True
+        t0 = time.perf_counter()
+        for i, ((ys, xs), tile) in enumerate(iter_feature_tiles(
+                self.sem_image, self.pixel_size_nm, self.spec, self.maps, self.matrices, tile_px=self.tile_px,
+                mask=mask)):
+            self._store((ys.start // self.tile_px, xs.start // self.tile_px), tile, keep=missing)
+            self.seconds += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            yield f"features (computed once): tile {i + 1}/{len(missing)}"
+
+    def ensure(self, tile_ids) -> None:
+        """:meth:`fill` run to the end."""
+        for _ in self.fill(tile_ids):
+            pass
+
+    def _store(self, tid, tile, keep=()):
+        self.tiles[tid] = np.asarray(tile, np.float32)
+        self.tiles.move_to_end(tid)
+        while self.nbytes > self.max_bytes and len(self.tiles) > 1:
+            old = next((k for k in self.tiles if k not in keep and k not in self.pinned and k != tid), None)
+            if old is None:
+                break
+            del self.tiles[old]
+
+    def _tile(self, tid) -> np.ndarray:
+        if tid not in self.tiles:
+            self.ensure([tid])
+        self.tiles.move_to_end(tid)
+        return self.tiles[tid]
+
+    def grid(self, rows, cols) -> np.ndarray:
+        """Features at the pixels ``rows × cols`` (sorted index arrays), shape (len(rows), len(cols), n)."""
+        rows, cols = np.asarray(rows, int), np.asarray(cols, int)
+        out = np.empty((rows.size, cols.size, self.n_features), np.float32)
+        t = self.tile_px
+        for ty in np.unique(rows // t):
+            ri = np.nonzero(rows // t == ty)[0]
+            for tx in np.unique(cols // t):
+                ci = np.nonzero(cols // t == tx)[0]
+                tile = self._tile((int(ty), int(tx)))
+                out[np.ix_(ri, ci)] = tile[np.ix_(rows[ri] - ty * t, cols[ci] - tx * t)]
+        return out
+
+    def at(self, mask) -> np.ndarray:
+        """Features of the pixels where ``mask`` is True, row-major order (as :func:`segment.features.features_at`)."""
+        yy, xx = np.nonzero(np.asarray(mask, bool))
+        out = np.empty((yy.size, self.n_features), np.float32)
+        t = self.tile_px
+        tid = (yy // t) * (self.shape[1] // t + 1) + xx // t
+        for k in np.unique(tid):
+            sel = tid == k
+            ty, tx = int(yy[sel][0] // t), int(xx[sel][0] // t)
+            out[sel] = self._tile((ty, tx))[yy[sel] - ty * t, xx[sel] - tx * t]
+        return out
+
+
+def samples_from_cache(cache: FeatureCache, maps: dict, annotations, name: str = "napari"):
+    """:class:`segment.classifier.TrainingSamples` of the annotated pixels, their features read from the cache
+    (equal to :func:`segment.classifier.lamella_samples` with the cache's ``tile_px``)."""
+    from segment.classifier import TrainingSamples
+
+    labels = _check_annotations(annotations, cache.shape)
+    mask = labels > 0
+    stacks = maps["od_stacks"]
+    edges = cache.spec.edges
+    return TrainingSamples(
+        name=name, features=cache.at(mask), labels=labels[mask], sem_pixel_nm=cache.pixel_size_nm,
+        stxm_pixel_nm={e: float(stacks[e].pixel_size_nm) for e in edges},
+        energy_range_ev={e: (float(np.min(stacks[e].energies_ev)), float(np.max(stacks[e].energies_ev)))
+                         for e in edges})
+
+
+def preview_classifier(samples, spec, *, estimator: str = "random_forest", seed: int = 0,
+                       max_samples: int = PREVIEW_SAMPLES):
+    """A small classifier for the first preview: :data:`PREVIEW_PARAMS` fitted on at most ``max_samples``
+    annotated pixels drawn evenly from the classes (all of a class with fewer)."""
+    from dataclasses import replace
+
+    from segment.classifier import PixelClassifier
+
+    labels = samples.labels
+    present = np.unique(labels)
+    quota = max(1, max_samples // present.size)
+    rng = np.random.default_rng(seed)
+    keep = np.sort(np.concatenate([
+        (idx if idx.size <= quota else rng.choice(idx, quota, replace=False))
+        for idx in (np.nonzero(labels == c)[0] for c in present)]))
+    small = replace(samples, features=samples.features[keep], labels=labels[keep])
+    return PixelClassifier(spec, [small], estimator=estimator, params=PREVIEW_PARAMS.get(estimator), seed=seed)
+
+
+def preview_step(region_shape, data_px_per_screen_px: float = 1.0, max_points: int = PREVIEW_POINTS) -> int:
+    """Lattice step of the first preview: one point per screen pixel (no finer than the screen shows), coarser
+    when the view holds more than ``max_points`` screen pixels."""
+    n = float(np.prod(region_shape))
+    k_screen = max(1, int(np.floor(data_px_per_screen_px)))
+    k_budget = max(1, int(np.ceil(np.sqrt(n / max_points))))
+    return max(k_screen, k_budget)
+
+
+def _lattice(region, step: int):
+    """Pixel rows and columns at the centres of the ``step``-blocks tiling ``region`` (clipped to it)."""
+    (ys, xs), k = region, int(step)
+    rows = np.minimum(np.arange(ys.start, ys.stop, k) + k // 2, ys.stop - 1)
+    cols = np.minimum(np.arange(xs.start, xs.stop, k) + k // 2, xs.stop - 1)
+    return rows, cols
+
+
+def _entropy(p: np.ndarray, trained) -> np.ndarray:
+    """Normalised entropy over the trained classes of probability rows (n, 4) — as PixelClassifier.predict."""
+    from segment.classifier import entropy_map
+
+    return entropy_map(p[..., [int(c) - 1 for c in trained]], axis=-1)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One displayed step of a coarse-to-fine prediction: full-image ``classes`` (uint8) and ``entropy``
+    (float32, NaN where never predicted), the ``region`` it refreshed and the lattice ``step`` (1 = exact)."""
+
+    name: str
+    classes: np.ndarray
+    entropy: np.ndarray
+    region: tuple
+    step: int
+
+    def layers(self, pixel_size_nm: float) -> list[tuple]:
+        """The ``prediction`` and ``uncertainty`` LayerData tuples of this stage."""
+        from ._layers import classes_layer
+
+        p = pixel_size_nm
+        unc = np.where(self.classes > 0, self.entropy, np.nan).astype(np.float32)
+        return [classes_layer(self.classes, p, name="prediction"),
+                (unc, {"name": "uncertainty", "scale": (p, p), "units": ("nm", "nm"), "colormap": "inferno",
+                       "contrast_limits": (0.0, 1.0), "opacity": 0.6, "visible": False,
+                       "metadata": {"kind": "uncertainty"}}, "image")]
+
+
+class Stale(Exception):
+    """Raised inside a prediction when a newer edit made it useless."""
+
+
+def _predict_rows(classifier, features, stale, what: str = "classifying"):
+    """``predict_proba_features`` in chunks, checking ``stale()`` between them (raises :class:`Stale`).
+
+    A generator: yields a progress message after each chunk and returns the probabilities (n, 4).
+    """
+    out = np.empty((len(features), 4), np.float32)
+    for i in range(0, len(features), PREDICT_CHUNK):
+        if stale():
+            raise Stale
+        out[i:i + PREDICT_CHUNK] = classifier.predict_proba_features(features[i:i + PREDICT_CHUNK])
+        yield f"{what}: {min(len(features), i + PREDICT_CHUNK)}/{len(features)} pixels"
+    return out
+
+
+class LivePredictor:
+    """Live re-prediction on one lamella: refit on the annotated pixels, then predict coarse to fine.
+
+    Holds the :class:`FeatureCache` (features are never recomputed after an edit), the last classifier and
+    prediction, and a generation counter: :meth:`run` (or :meth:`edit`) starts a new generation, and a run of
+    an older generation stops at its next chunk (its remaining stages would show a stale prediction).
+
+    Parameters
+    ----------
+    maps : dict
+        :func:`lamella_maps` of the lamella.
+    cache : FeatureCache, optional
+        Default :meth:`FeatureCache.for_lamella` (default spec, 1024-pixel tiles).
+    """
+
+    def __init__(self, maps: dict, cache: FeatureCache | None = None, **cache_kwargs):
+        self.maps = maps
+        self.cache = cache or FeatureCache.for_lamella(maps, **cache_kwargs)
+        self.generation = 0
+        self.classifier = None
+        self.classes = self.entropy = None
+
+    def edit(self) -> int:
+        """Mark every running prediction stale (a new edit arrived); returns the new generation."""
+        self.generation += 1
+        return self.generation
+
+    def run(self, annotations=None, *, view=None, step: int | None = None, data_px_per_screen_px: float = 1.0,
+            estimator: str = "random_forest", seed: int = 0, classifier=None, name: str = "napari"):
+        """Refit and predict, as a generator of progress strings and :class:`Stage` objects (in display order).
+
+        Parameters
+        ----------
+        annotations : ndarray, SEM shape, optional
+            Class codes 1–4 where annotated. Without it, ``classifier`` (or the last one) predicts unchanged.
+        view : tuple of slice, optional
+            The SEM region on screen (default: the whole image).
+        step : int, optional
+            Lattice step of the preview (default :func:`preview_step` of the view and ``data_px_per_screen_px``).
+        classifier : PixelClassifier, optional
+            Use this model (e.g. a loaded file) instead of refitting.
+
+        Yields
+        ------
+        str or Stage
+            ``"preview"`` (a ``step`` lattice of the view, from a small model fitted on a class-balanced
+            subsample of the annotations, shown upsampled; elsewhere the previous prediction), ``"view"`` (the
+            cache tiles under the view, final model; skipped when they are the whole image) and ``"all"`` (the
+            whole image: classes and entropy equal :meth:`PixelClassifier.predict` with the cache's
+            ``tile_px``). A run stops silently (between chunks) when a newer generation starts.
+        """
+        from segment.classifier import PixelClassifier
+
+        token = self.edit()
+
+        def stale():
+            return self.generation != token
+
+        cache = self.cache
+        ny, nx = cache.shape
+        full = (slice(0, ny), slice(0, nx))
+        view = view or full
+        if step is None:
+            step = preview_step((view[0].stop - view[0].start, view[1].stop - view[1].start), data_px_per_screen_px)
+        try:
+            samples = None
+            if classifier is None and annotations is not None:
+                labels = _check_annotations(annotations, cache.shape)
+                need = cache.tiles_of(mask=labels > 0) + cache.tiles_of(view)
+                cache.pinned = set(need)
+                for msg in cache.fill(need):
+                    yield msg
+                    if stale():
+                        return
+                samples = samples_from_cache(cache, self.maps, labels, name)
+                yield f"preview model on {min(samples.labels.size, PREVIEW_SAMPLES)} annotated pixels"
+                preview = preview_classifier(samples, cache.spec, estimator=estimator, seed=seed)
+            else:
+                classifier = classifier or self.classifier
+                if classifier is None:
+                    raise LayerError("train a classifier or load a model first")
+                preview = classifier
+                cache.pinned = set(cache.tiles_of(view))
+                for msg in cache.fill(cache.tiles_of(view)):
+                    yield msg
+                    if stale():
+                        return
+            classes = np.zeros(cache.shape, np.uint8) if self.classes is None else self.classes.copy()
+            entropy = np.full(cache.shape, np.nan, np.float32) if self.entropy is None else self.entropy.copy()
+            # 1. preview: the lattice of the view, upsampled
+            rows, cols = _lattice(view, step)
+            feats = cache.grid(rows, cols).reshape(rows.size * cols.size, -1)
+            p = yield from _predict_rows(preview, feats, stale, f"preview (lattice step {step})")
+            h, w = view[0].stop - view[0].start, view[1].stop - view[1].start
+
+            def upsampled(values):  # each lattice point fills its step × step block
+                grid = values.reshape(rows.size, cols.size)
+                return np.repeat(np.repeat(grid, step, axis=0), step, axis=1)[:h, :w]
+            classes[view] = upsampled((np.argmax(p, axis=1) + 1).astype(np.uint8))
+            entropy[view] = upsampled(_entropy(p, preview.classes))
+            yield Stage("preview", classes.copy(), entropy.copy(), view, step)
+            # 2. the final model, the view at full resolution
+            if samples is not None:
+                yield f"training on {samples.labels.size} annotated pixels"
+                if stale():
+                    return
+                classifier = PixelClassifier(cache.spec, [samples], estimator=estimator, seed=seed)
+                if stale():
+                    return
+            self.classifier = classifier
+            trained = classifier.classes
+            view_tiles = cache.tiles_of(view)
+            rest_tiles = [tid for tid in cache.tiles_of(full) if tid not in view_tiles]
+            for tiles, name in ((view_tiles, "view"), (rest_tiles, "all")):
+                if not tiles:
+                    continue
+                for tid in tiles:
+                    for msg in cache.fill([tid]):
+                        yield msg
+                        if stale():
+                            return
+                    sl = cache.tile_slices(tid)
+                    p = yield from _predict_tile(classifier, cache._tile(tid), (sl[0].start, sl[1].start), stale,
+                                                 f"the {name} at full resolution")
+                    classes[sl] = (np.argmax(p, axis=-1) + 1).astype(np.uint8)
+                    entropy[sl] = _entropy(p, trained)
+                region = _bounding_region([cache.tile_slices(t) for t in tiles]) if tiles is view_tiles else full
+                yield Stage("all" if region == full else name, classes.copy(), entropy.copy(), region, 1)
+            self.classes, self.entropy = classes, entropy
+        except Stale:
+            return
+
+
+def _bounding_region(regions):
+    return (slice(min(r[0].start for r in regions), max(r[0].stop for r in regions)),
+            slice(min(r[1].start for r in regions), max(r[1].stop for r in regions)))
+
+
+def _predict_tile(classifier, tile, origin, stale, what: str):
+    """Class probabilities (h, w, 4) of a cached feature tile, exactly as :meth:`PixelClassifier.predict` computes
+    them for that tile (its ``predict_proba_tile`` when it has one, else every pixel in chunks); a generator that
+    raises :class:`Stale` between chunks."""
+    h, w = tile.shape[:2]
+    if hasattr(classifier, "predict_proba_tile"):
+        if stale():
+            raise Stale
+        p = classifier.predict_proba_tile(tile, origin=origin)
+        yield f"{what}: {h * w} pixels"
+        return p
+    p = yield from _predict_rows(classifier, tile.reshape(h * w, -1), stale, what)
+    return p.reshape(h, w, 4)

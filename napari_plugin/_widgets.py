@@ -243,14 +243,19 @@ class SegmentWidget(_ActionWidget):
 class ClassifyWidget(_ActionWidget):
     """Train the pixel classifier on annotation strokes (a Labels layer, classes 1–4) and predict.
 
-    *Live* re-trains and re-predicts after each edit of the annotations (debounced), the region on screen first,
-    then the whole image. The uncertainty layer (normalised entropy) shows where to annotate next. Models are
-    saved and loaded as ceimap model files (pure data, :mod:`segment.classifier`).
+    The features of the lamella are computed once and cached (:class:`napari_plugin._actions.FeatureCache`);
+    every *Train + predict* then refits on the annotated pixels alone and predicts coarse to fine
+    (:class:`napari_plugin._actions.LivePredictor`): a lattice of the region on screen matched to the canvas,
+    shown at once, then the view at full resolution, then the whole image, each replacing the ``prediction``
+    layer. *Live* does this after each edit of the annotations (debounced); an edit makes the work still
+    running stale, and it stops. The uncertainty layer (normalised entropy) shows where to annotate next.
+    *Predict* applies the current (trained or loaded) model without refitting. Models are saved and loaded as
+    ceimap model files (pure data, :mod:`segment.classifier`).
     """
 
     title = "classify"
     run_text = "Train + predict"
-    debounce_ms = 800
+    debounce_ms = 400
 
     def __init__(self, napari_viewer):
         viewer = napari_viewer
@@ -264,18 +269,20 @@ class ClassifyWidget(_ActionWidget):
         self.live = CheckBox(label="live: re-predict after each edit", value=False)
         self.model_path = FileEdit(label="model file", mode="w", filter="*.npz",
                                    value=Path.home() / "ceimap-model.npz")
+        self.predict_button = PushButton(text="Predict (current model)")
         self.save_button = PushButton(text="Save model")
         self.load_button = PushButton(text="Load model")
         self.new_annotations = PushButton(text="New annotation layer")
         super().__init__(viewer, [self.sem, self.annotations, self.new_annotations, self.estimator, self.live,
-                                  self.model_path, self.save_button, self.load_button])
+                                  self.predict_button, self.model_path, self.save_button, self.load_button])
         self.classifier = None
-        self._maps, self._maps_key, self._pending, self._watched = None, None, False, None
+        self.predictor, self._maps_key, self._pending, self._watched, self._refit = None, None, False, None, True
         self.timer = QTimer()
         self.timer.setSingleShot(True)
         self.timer.timeout.connect(self._live_run)
         self.live.changed.connect(self._watch)
         self.annotations.changed.connect(lambda _v: self._watch(self.live.value))
+        self.predict_button.changed.connect(self.start_predict)
         self.save_button.changed.connect(self.save_model)
         self.load_button.changed.connect(self.load_model)
         self.new_annotations.changed.connect(self.add_annotation_layer)
@@ -296,31 +303,60 @@ class ClassifyWidget(_ActionWidget):
         return layer
 
     # -- what runs in the worker ------------------------------------------------------------------------
-    def _lamella_maps(self, sem, stacks):
-        key = (id(sem), tuple(id(s) for s in stacks))
-        if self._maps_key != key:
-            self._maps, self._maps_key = act.lamella_maps(sem, stacks), key
-        return self._maps
+    def _live_predictor(self, sem, stacks, spec=None):
+        """The LivePredictor of these layers (its feature cache survives as long as the layers' content,
+        registrations and the feature spec are unchanged)."""
+        def ident(layer):
+            meta = act._meta(layer)
+            return (id(layer), id(layer.data), str(meta.get("matrix_stxm_to_sem")), str(meta.get("pixel_size_nm")))
+        key = (ident(sem), tuple(ident(s) for s in stacks))
+        old = self.predictor
+        if old is not None and self._maps_key == key and (spec is None or old.cache.spec == spec):
+            return old
+        maps = act.lamella_maps(sem, stacks)
+        cache = act.FeatureCache.for_lamella(maps, spec)
+        if old is not None and old.cache.key == cache.key:
+            cache = old.cache  # same features: keep the tiles computed so far
+        self.predictor, self._maps_key = act.LivePredictor(maps, cache), key
+        return self.predictor
+
+    def start_predict(self, _value=None):
+        """Predict with the current model (trained or loaded), without refitting."""
+        if self.classifier is None:
+            self._fail(act.LayerError("train a classifier or load a model first"))
+            return None
+        self._refit = False
+        try:
+            return self.start()
+        finally:
+            self._refit = True
 
     def steps(self):
         sem, ann = self.sem.value, self.annotations.value
         stacks = chosen_stacks(self.viewer)
-        if sem is None or ann is None or not stacks:
+        refit = self._refit
+        if sem is None or (refit and ann is None) or not stacks:
             raise act.LayerError("an SEM layer, an annotation Labels layer and registered OD stacks are needed")
-        labels = np.asarray(ann.data).copy()
+        labels = np.asarray(ann.data).copy() if refit else None
         estimator = self.estimator.value
-        region = self.region_on_screen(sem)
+        model = None if refit else self.classifier
+        view, px_per_screen = self.view_on_screen(sem)
+        pixel_nm = float(act._meta(sem)["pixel_size_nm"])
 
         def run():
             yield "spectral maps of the lamella"
-            maps = self._lamella_maps(sem, stacks)
-            yield f"training on {int(np.sum(labels > 0))} annotated pixels"
-            self.classifier = act.train(maps, labels, estimator=estimator)
-            if region is not None:
-                yield "predicting the region on screen"
-                yield ("layers", act.predict(self.classifier, maps, region=region))
-            yield "predicting the whole image"
-            return act.predict(self.classifier, maps)
+            live = self._live_predictor(sem, stacks, None if model is None else model.spec)
+            if model is not None:
+                model.check_lamella(live.maps["sem"], live.maps["od_stacks"])
+            for item in live.run(labels, view=view, data_px_per_screen_px=px_per_screen, estimator=estimator,
+                                 classifier=model):
+                if isinstance(item, act.Stage):
+                    self.classifier = live.classifier or self.classifier
+                    yield ("layers", item.layers(pixel_nm))
+                    yield f"shown: {item.name}" + (f" (lattice step {item.step})" if item.step > 1 else "")
+                else:
+                    yield item
+            return []  # every stage has been shown as it came
         return run()
 
     def _progress(self, message):
@@ -329,8 +365,10 @@ class ClassifyWidget(_ActionWidget):
             return
         super()._progress(message)
 
-    def region_on_screen(self, sem):
-        """SEM pixel slices of the field of view (None when the whole image is on screen)."""
+    def view_on_screen(self, sem):
+        """SEM pixel slices of the field of view (the whole image when all of it is on screen) and the SEM
+        pixels per screen pixel."""
+        pixel_nm = float(act._meta(sem)["pixel_size_nm"])
         try:
             size = np.asarray(getattr(self.viewer, "_canvas_size", (1024, 1024)), float)[-2:]
         except Exception:  # noqa: BLE001 - a proxy may refuse private attributes: assume a typical canvas
@@ -338,10 +376,18 @@ class ClassifyWidget(_ActionWidget):
         scene = getattr(self.viewer, "scene", None)
         camera = scene.camera if scene is not None else self.viewer.camera  # napari >= 0.9: viewer.scene
         centre = np.asarray(camera.center, float)[-2:]
-        half = size / (2.0 * float(camera.zoom))
-        region = act.visible_region(np.shape(sem.data), centre - half, centre + half,
-                                    float(act._meta(sem)["pixel_size_nm"]))
-        if region is None or all(s.start == 0 and s.stop == n for s, n in zip(region, np.shape(sem.data))):
+        zoom = float(camera.zoom)  # screen pixels per nm
+        half = size / (2.0 * zoom)
+        shape = np.shape(sem.data)
+        region = act.visible_region(shape, centre - half, centre + half, pixel_nm)
+        if region is None:
+            region = (slice(0, shape[0]), slice(0, shape[1]))
+        return region, 1.0 / (zoom * pixel_nm)
+
+    def region_on_screen(self, sem):
+        """SEM pixel slices of the field of view (None when the whole image is on screen)."""
+        region, _ = self.view_on_screen(sem)
+        if all(s.start == 0 and s.stop == n for s, n in zip(region, np.shape(sem.data))):
             return None
         return region
 
@@ -358,6 +404,8 @@ class ClassifyWidget(_ActionWidget):
             self._watched = layer
 
     def _edited(self, _event=None):
+        if self.predictor is not None:
+            self.predictor.edit()  # what is running now predicts the old annotations: it stops at its next chunk
         self.timer.start(self.debounce_ms)
 
     def _live_run(self):

@@ -23,6 +23,8 @@ inverts — across the edge, so aligning every frame to one reference frame fail
 Shifts are applied with cubic splines (``scipy.ndimage.shift(order=3, mode="nearest")``): linear
 interpolation would smooth each frame by an amount that depends on its sub-pixel shift and bias peak
 ratios. Shifts are referenced to the median frame position (the median of each component is zero).
+Cost: each stack is prefiltered into spline coefficients once and every later shift is a separable 4-tap
+evaluation of them (:func:`_shift_frames`), and the frames' FFTs of the coarse step are computed once.
 
 Convention (CONTRACT.md): ``shifts[k] = (dy, dx)`` in STXM pixels is the displacement of the sample image in
 frame *k* relative to the reference; correcting shifts frame *k* by ``(−dy, −dx)``.
@@ -31,6 +33,7 @@ frame *k* relative to the reference; correcting shifts frame *k* by ``(−dy, �
 from __future__ import annotations
 
 import numpy as np
+from scipy import fft as scipy_fft
 from scipy import ndimage
 from skimage.filters import window
 
@@ -54,14 +57,57 @@ def _od_like(stack: Stack) -> np.ndarray:
     return out
 
 
-def _shift_frames(frames: np.ndarray, shifts: np.ndarray) -> np.ndarray:
-    """Correct frames for ``shifts`` (displacements): output_k(x) = frame_k(x + d_k), cubic spline."""
-    out = np.empty_like(frames, dtype=float)
-    for k, (f, d) in enumerate(zip(frames, shifts)):
-        if np.allclose(d, 0.0):
-            out[k] = f
-        else:
-            out[k] = ndimage.shift(f, (-d[0], -d[1]), order=3, mode="nearest")
+_SPLINE_PAD = 12
+"""Edge-replicated margin (pixels) around each frame before its cubic-spline prefilter (scipy's own
+prepadding for ``mode="nearest"``); shifts up to ``_SPLINE_PAD − 2`` pixels are applied from these
+coefficients, larger ones by :func:`scipy.ndimage.shift` itself."""
+
+
+def _spline_coefficients(frames: np.ndarray) -> np.ndarray:
+    """Cubic B-spline coefficients of each frame (edge-padded by :data:`_SPLINE_PAD`), computed once per stack.
+
+    The prefilter is the expensive part of a spline shift and does not depend on the shift, so the
+    iterations that shift the same frames again and again reuse these coefficients.
+    """
+    p = _SPLINE_PAD
+    padded = np.pad(np.asarray(frames, dtype=float), ((0, 0), (p, p), (p, p)), mode="edge")
+    padded = ndimage.spline_filter1d(padded, 3, axis=1, mode="nearest")
+    return ndimage.spline_filter1d(padded, 3, axis=2, mode="nearest")
+
+
+def _bspline3_weights(t: float) -> np.ndarray:
+    """Cubic B-spline weights of the four coefficients around a sample at fractional offset ``t`` ∈ [0, 1)."""
+    return np.array([(1 - t) ** 3, 3 * t ** 3 - 6 * t ** 2 + 4, -3 * t ** 3 + 3 * t ** 2 + 3 * t + 1, t ** 3]) / 6.0
+
+
+def _shift_frames(frames: np.ndarray, shifts: np.ndarray, coef: np.ndarray | None = None) -> np.ndarray:
+    """Correct frames for ``shifts`` (displacements): output_k(x) = frame_k(x + d_k), cubic spline.
+
+    The same interpolant as ``scipy.ndimage.shift(frame, −d, order=3, mode="nearest")`` (equal to rounding):
+    a translation samples every pixel at the same fractional offset, so the 4×4 spline evaluation separates
+    into four weighted rows and four weighted columns of the prefiltered coefficients (``coef``, from
+    :func:`_spline_coefficients`; computed here when not given).
+    """
+    out = np.empty(frames.shape, dtype=float)
+    n_e, ny, nx = frames.shape
+    p = _SPLINE_PAD
+    for k, d in enumerate(np.asarray(shifts, dtype=float)):
+        if abs(d[0]) <= 1e-8 and abs(d[1]) <= 1e-8:
+            out[k] = frames[k]
+            continue
+        fy, fx = int(np.floor(d[0])), int(np.floor(d[1]))
+        if not (-p + 1 <= fy <= p - 2 and -p + 1 <= fx <= p - 2) or not np.all(np.isfinite(d)):
+            out[k] = ndimage.shift(np.asarray(frames[k], float), (-d[0], -d[1]), order=3, mode="nearest")
+            continue
+        if coef is None:
+            coef = _spline_coefficients(frames)
+        wy, wx = _bspline3_weights(d[0] - fy), _bspline3_weights(d[1] - fx)
+        y0, x0 = p + fy - 1, p + fx - 1
+        c = coef[k]
+        rows = wy[0] * c[y0:y0 + ny] + wy[1] * c[y0 + 1:y0 + 1 + ny] + wy[2] * c[y0 + 2:y0 + 2 + ny] \
+            + wy[3] * c[y0 + 3:y0 + 3 + ny]
+        out[k] = wx[0] * rows[:, x0:x0 + nx] + wx[1] * rows[:, x0 + 1:x0 + 1 + nx] \
+            + wx[2] * rows[:, x0 + 2:x0 + 2 + nx] + wx[3] * rows[:, x0 + 3:x0 + 3 + nx]
     return out
 
 
@@ -108,8 +154,11 @@ def _gn_round(frames_aligned: np.ndarray, models: np.ndarray, shifts: np.ndarray
     new = shifts.copy()
     se = np.full((n_e, 2), np.inf)
     gains = np.zeros(n_e)
+    idx = np.flatnonzero(np.asarray(weight).ravel() > 0)
+    shared = models.strides[0] == 0          # one model for every frame (broadcast): its gradient once
+    shared_grad = np.gradient(models[0]) if shared else None
     for k in range(n_e):
-        delta, se_k, a = _gauss_newton_step(frames_aligned[k], models[k], weight)
+        delta, se_k, a = _gauss_newton_step(frames_aligned[k], models[k], weight, grads=shared_grad, idx=idx)
         if np.all(np.isfinite(delta)) and np.all(np.abs(delta) <= max_step):
             new[k] = shifts[k] + delta
             se[k], gains[k] = se_k, a
@@ -117,12 +166,16 @@ def _gn_round(frames_aligned: np.ndarray, models: np.ndarray, shifts: np.ndarray
     return new, se, gains
 
 
-def _xcorr_shift(ref_f: np.ndarray, mov: np.ndarray, win: np.ndarray, max_shift: float) -> np.ndarray:
-    """Displacement of ``mov`` relative to the reference (given as the FFT of its windowed image) from
+def _windowed_fft(image: np.ndarray, win: np.ndarray) -> np.ndarray:
+    """Real FFT of the mean-removed, windowed image (one side of :func:`_xcorr_shift`)."""
+    return scipy_fft.rfft2((image - image.mean()) * win)
+
+
+def _xcorr_shift(ref_f: np.ndarray, mov_f: np.ndarray, shape: tuple, max_shift: float) -> np.ndarray:
+    """Displacement of the moving image relative to the reference, both given as :func:`_windowed_fft`, from
     the cross-correlation peak within ``max_shift`` pixels, refined by a parabola per axis."""
-    ny, nx = mov.shape
-    m = (mov - mov.mean()) * win
-    cc = np.real(np.fft.ifft2(np.conj(ref_f) * np.fft.fft2(m)))
+    ny, nx = shape
+    cc = scipy_fft.irfft2(np.conj(ref_f) * mov_f, s=shape)
     dy = np.fft.fftfreq(ny) * ny
     dx = np.fft.fftfreq(nx) * nx
     allowed = (np.abs(dy)[:, None] <= max_shift) & (np.abs(dx)[None, :] <= max_shift)
@@ -138,9 +191,9 @@ def _xcorr_shift(ref_f: np.ndarray, mov: np.ndarray, win: np.ndarray, max_shift:
     return np.array([dy[iy] + oy, dx[ix] + ox])
 
 
-def _consistency(g: np.ndarray, shifts: np.ndarray) -> float:
+def _consistency(g: np.ndarray, shifts: np.ndarray, coef: np.ndarray | None = None) -> float:
     """Mean correlation of each corrected gradient image with the sum of the others."""
-    ga = _shift_frames(g, shifts)
+    ga = _shift_frames(g, shifts, coef)
     keep = valid_region(g.shape[1:], shifts, margin=2.0)
     if keep.sum() < 16:
         return -np.inf
@@ -168,18 +221,19 @@ def _coarse_drift(od: np.ndarray, sigma: float, n_refine: int = 4, max_shift: fl
         max_shift = 0.25 * min(ny, nx)
     g = _gradient_magnitude(od, sigma)
     win = window("hann", (ny, nx))
+    g_coef = _spline_coefficients(g)                       # prefiltered once, shifted many times
+    g_f = np.array([_windowed_fft(gk, win) for gk in g])   # the frames' FFTs do not change between rounds
 
     def to_mean(shifts, n):
         for _ in range(n):
-            ref = _shift_frames(g, shifts).mean(axis=0)
-            ref_f = np.fft.fft2((ref - ref.mean()) * win)
-            shifts = np.array([_xcorr_shift(ref_f, g[k], win, max_shift) for k in range(n_e)])
+            ref_f = _windowed_fft(_shift_frames(g, shifts, g_coef).mean(axis=0), win)
+            shifts = np.array([_xcorr_shift(ref_f, g_f[k], (ny, nx), max_shift) for k in range(n_e)])
             shifts -= np.median(shifts, axis=0)
         return shifts
 
     def refine(shifts):
         for _ in range(n_refine):
-            ga = _shift_frames(g, shifts)
+            ga = _shift_frames(g, shifts, g_coef)
             keep = valid_region((ny, nx), shifts, margin=2.0)
             if keep.sum() < 0.25 * ny * nx:
                 keep = np.ones((ny, nx), bool)
@@ -190,12 +244,11 @@ def _coarse_drift(od: np.ndarray, sigma: float, n_refine: int = 4, max_shift: fl
     cand_a = refine(to_mean(np.zeros((n_e, 2)), 3))
     steps = np.zeros((n_e, 2))
     for k in range(1, n_e):
-        ref_f = np.fft.fft2((g[k - 1] - g[k - 1].mean()) * win)
-        steps[k] = _xcorr_shift(ref_f, g[k], win, max_shift)
+        steps[k] = _xcorr_shift(g_f[k - 1], g_f[k], (ny, nx), max_shift)
     chain = np.cumsum(steps, axis=0)
     chain -= np.median(chain, axis=0)
     cand_b = refine(to_mean(chain, 1))
-    score_a, score_b = _consistency(g, cand_a), _consistency(g, cand_b)
+    score_a, score_b = _consistency(g, cand_a, g_coef), _consistency(g, cand_b, g_coef)
     return (cand_a, "mean-reference") if score_a >= score_b else (cand_b, "neighbour-chain")
 
 
@@ -243,18 +296,24 @@ def _low_rank_model(aligned: np.ndarray, max_rank: int, artefact_r2: float = 0.5
     return model.reshape(aligned.shape), len(keep)
 
 
-def _gauss_newton_step(frame: np.ndarray, model: np.ndarray, weight: np.ndarray):
+def _gauss_newton_step(frame: np.ndarray, model: np.ndarray, weight: np.ndarray, *, grads=None, idx=None):
     """Shift update δ (dy, dx) such that frame(x + δ) ≈ a·model(x) + b; its standard errors; gain a.
 
     Linearisation ``frame ≈ a M + b + c_y ∂_y M + c_x ∂_x M ≈ a M(x + c/a) + b`` solved by (unweighted)
     least squares over the pixels with ``weight > 0``; the frame content sits at ``+c/a`` relative to the
     model, so the drift estimate grows by ``δ = −c/a``. Standard errors from ``s² (JᵀJ)⁻¹``.
+    ``grads`` (``np.gradient(model)``) and ``idx`` (flat indices of ``weight > 0``) may be passed precomputed.
     """
-    idx = np.flatnonzero(weight.ravel() > 0)
-    gy, gx = np.gradient(model)
-    m = model.ravel()[idx]
-    cols = np.vstack([m, np.ones_like(m), gy.ravel()[idx], gx.ravel()[idx]])
-    f = frame.ravel()[idx]
+    if idx is None:
+        idx = np.flatnonzero(weight.ravel() > 0)
+    gy, gx = np.gradient(model) if grads is None else grads
+    whole = idx.size == model.size                     # every pixel: plain views, no gather
+    cols = np.empty((4, idx.size))
+    cols[0] = model.ravel() if whole else model.ravel()[idx]
+    cols[1] = 1.0
+    cols[2] = gy.ravel() if whole else gy.ravel()[idx]
+    cols[3] = gx.ravel() if whole else gx.ravel()[idx]
+    f = frame.ravel() if whole else frame.ravel()[idx]
     jtj = cols @ cols.T
     jtf = cols @ f
     try:
@@ -272,15 +331,19 @@ def _gauss_newton_step(frame: np.ndarray, model: np.ndarray, weight: np.ndarray)
     return delta, se, float(a)
 
 
-def _fine(od: np.ndarray, shifts: np.ndarray, caps, n_iter: int, max_rank: int, tol_px: float):
-    """Alternate low-rank model and Gauss–Newton shifts; ``caps`` limits the rank of the first rounds."""
+def _fine(od: np.ndarray, shifts: np.ndarray, caps, n_iter: int, max_rank: int, tol_px: float,
+          coef: np.ndarray | None = None):
+    """Alternate low-rank model and Gauss–Newton shifts; ``caps`` limits the rank of the first rounds.
+    ``coef``: :func:`_spline_coefficients` of ``od`` (computed when not given)."""
+    if coef is None:
+        coef = _spline_coefficients(od)
     n_e, ny, nx = od.shape
     se = np.zeros((n_e, 2))
     gains = np.ones(n_e)
     rank = 0
     it = 0
     for it in range(1, n_iter + 1):
-        aligned = _shift_frames(od, shifts)
+        aligned = _shift_frames(od, shifts, coef)
         keep = valid_region((ny, nx), shifts, margin=2.0)
         if keep.sum() < 0.25 * ny * nx:
             keep = np.ones((ny, nx), bool)
@@ -298,13 +361,13 @@ def _fine(od: np.ndarray, shifts: np.ndarray, caps, n_iter: int, max_rank: int, 
     return shifts, se, gains, rank, it
 
 
-def _tail_energy(od: np.ndarray, shifts: np.ndarray, rank: int) -> float:
+def _tail_energy(od: np.ndarray, shifts: np.ndarray, rank: int, coef: np.ndarray | None = None) -> float:
     """Energy of the corrected stack outside its best rank-``rank`` approximation, per pixel."""
     n_e, ny, nx = od.shape
     keep = valid_region((ny, nx), shifts, margin=3.0)
     if keep.sum() < 16:
         keep = np.ones((ny, nx), bool)
-    x = _shift_frames(od, shifts)[:, keep]
+    x = _shift_frames(od, shifts, coef)[:, keep]
     x = x - x.mean(axis=1, keepdims=True)
     ev = np.sort(np.linalg.eigvalsh(x @ x.T))[::-1]
     return float(ev[rank:].sum() / keep.sum())
@@ -349,13 +412,14 @@ def estimate_drift(stack: Stack, *, smooth_px: float | None = None, n_iter: int 
     shifts, coarse_method = _coarse_drift(od, sigma)
     details["coarse_shifts"] = shifts.copy()
     details["coarse_method"] = coarse_method
+    coef = _spline_coefficients(od)
     runs = {}
     for name, caps in (("model rank by Gavish-Donoho", ()), ("rank 2 first, then Gavish-Donoho", (2, 2, 2))):
-        runs[name] = _fine(od, shifts, caps, n_iter, max_rank, tol_px)
+        runs[name] = _fine(od, shifts, caps, n_iter, max_rank, tol_px, coef)
     # choose the run whose aligned stack is closest to low rank: misalignment puts energy outside the
     # leading components (the criterion of low-rank joint alignment, e.g. RASL)
     r_min = min(run[3] for run in runs.values())
-    tails = {name: _tail_energy(od, run[0], r_min) for name, run in runs.items()}
+    tails = {name: _tail_energy(od, run[0], r_min, coef) for name, run in runs.items()}
     best = min(tails, key=tails.get)
     shifts, se, gains, rank, it = runs[best]
     details["fine_method"] = best

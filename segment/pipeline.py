@@ -189,15 +189,32 @@ def classify_with_model(classifier, od_stacks: dict, registrations: dict, sem, *
     Segmentation
         ``details`` hold ``method`` ("supervised pixel classifier"), ``model`` (file, sha256, feature spec …,
         see :meth:`PixelClassifier.describe`) and ``entropy`` (normalised entropy map, SEM grid).
+
+    Notes
+    -----
+    An SEM image larger than :data:`segment.tiles.LARGE_SEM_PIXELS` is classified tile by tile
+    (:func:`segment.tiles.classify_tiled`): the classes and entropy are the same, but the probability stack is
+    not kept (``probabilities`` is None; ``details["tiled"]`` says so), which bounds the memory of an 8192² SEM.
     """
-    classes, probabilities, entropy = classifier.predict(sem, od_stacks, registrations, egt2g=egt2g,
-                                                         s_edge=s_edge)
+    from .tiles import classify_tiled, is_large
+
+    tiled = is_large(np.shape(sem.image))
+    if tiled:
+        pred = classify_tiled(classifier, sem.image, sem.pixel_size_nm, od_stacks, registrations, egt2g=egt2g,
+                              s_edge=s_edge)
+        classes, probabilities, entropy = pred.classes, None, pred.entropy
+    else:
+        classes, probabilities, entropy = classifier.predict(sem, od_stacks, registrations, egt2g=egt2g,
+                                                             s_edge=s_edge)
     outside = split_empty(classes == 4, float(sem.pixel_size_nm))
     classes = classes.copy()
     classes[outside] = 0
-    probabilities[0] = np.where(outside, probabilities[4], 0.0)
-    probabilities[4] = np.where(outside, 0.0, probabilities[4])
+    if probabilities is not None:
+        probabilities[0] = np.where(outside, probabilities[4], 0.0)
+        probabilities[4] = np.where(outside, 0.0, probabilities[4])
     details = {"method": "supervised pixel classifier", "model": classifier.describe(), "entropy": entropy}
+    if tiled:
+        details["tiled"] = {"tiles": pred.n_tiles, "probabilities_kept": False}
     return Segmentation(classes=classes, probabilities=probabilities, details=details)
 
 

@@ -504,11 +504,14 @@ def register_stxm_to_sem(stxm_image: np.ndarray, stxm_pixel_nm: float, sem_image
     STXM pixel (the STXM cannot resolve more, and MI is better conditioned on comparable resolutions).
     Starts (unless ``initial`` is given): the image centres aligned, and for each of ``rotations_deg`` a
     translation search by normalised cross-correlation of gradient-magnitude images (edges coincide in
-    both modalities whatever their contrast); the three best of these and the centred start are refined
-    by MI and the lowest final metric wins. With ``transform == "affine"`` the winner is refined once more
-    with an affine transform. Last, the winner is refined once on the SEM at its own pixel (two levels, shrink 2
-    and 1), kept when it moves the STXM corners by less than one STXM pixel (``metrics["refined_at_sem_pixel"]``
-    says what happened): the working grid makes the search robust, the full-resolution SEM makes it precise.
+    both modalities whatever their contrast); the three best of these (best NCC first) and the centred start
+    are refined by MI on the two coarse levels (shrink 4, 2) and the lowest final metric wins; once two starts
+    converge to the same transform (corners within one working pixel) and it is the best so far, the
+    remaining starts are skipped. The winner is refined on the working grid (shrink 1). With
+    ``transform == "affine"`` it is refined once more with an affine transform. Last, the winner is refined
+    once on the SEM at its own pixel (one level, as many metric samples as on the working grid), kept when it
+    moves the STXM corners by less than one STXM pixel (``metrics["refined_at_sem_pixel"]`` says what
+    happened): the working grid makes the search robust, the full-resolution SEM makes it precise.
 
     Parameters
     ----------
@@ -573,14 +576,15 @@ def register_stxm_to_sem(stxm_image: np.ndarray, stxm_pixel_nm: float, sem_image
         for peak, rot, m in cands[:3]:
             starts.append((f"translation search, rotation {rot:+.0f} deg (NCC {peak:.2f})", m))
 
-    def run(kind, m_start, fixed_image=fixed, fpx=fixed_px, centre=f_center, shrink=(4, 2, 1), smooth=(2, 1, 0)):
+    def run(kind, m_start, fixed_image=fixed, fpx=fixed_px, centre=f_center, shrink=(4, 2, 1), smooth=(2, 1, 0),
+            sampling=0.5):
         tx0 = _matrix_to_itk(m_start, stxm_pixel_nm, fpx, kind, centre)
         reg = sitk.ImageRegistrationMethod()
         reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=n_bins)
         reg.SetMetricSamplingStrategy(reg.REGULAR)
         if seed <= 0:
             raise ValueError("seed must be positive (0 means wall-clock seeding in SimpleITK)")
-        reg.SetMetricSamplingPercentage(0.5, seed)
+        reg.SetMetricSamplingPercentage(float(sampling), seed)
         reg.SetInterpolator(sitk.sitkLinear)
         reg.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0 * stxm_pixel_nm, minStep=1e-3,
                                                      numberOfIterations=300, relaxationFactor=0.6,
@@ -606,21 +610,45 @@ def register_stxm_to_sem(stxm_image: np.ndarray, stxm_pixel_nm: float, sem_image
             pass
         return final, float(reg.GetMetricValue()), int(reg.GetOptimizerIteration())
 
+    # The starts exist to escape local optima. They compete on the two coarse levels of the pyramid (shrink 4
+    # and 2, a quarter of the samples of the working grid); only the winner is refined on the working grid.
+    # The translation-search starts are tried best NCC first, the centred start last; once two starts have
+    # converged to the same transform (STXM corners within one working pixel) and it is the best metric so
+    # far, that optimum is reached from independent starts and the remaining starts are skipped
+    # (``metrics["starts_skipped"]``).
+    coarse = len(starts) > 1
+    levels = {"shrink": (4, 2), "smooth": (2, 1)} if coarse else {}
+    ny_m, nx_m = stxm.shape
+    m_corners = np.array([[-0.5, -0.5], [nx_m - 0.5, -0.5], [-0.5, ny_m - 0.5], [nx_m - 0.5, ny_m - 0.5]])
+    starts = starts[1:] + starts[:1] if initial is None else starts
     per_start = []
     best = None
-    for name, m0 in starts:
+    found = []                                       # (working-grid corners, metric) of every converged start
+    skipped = []
+    for i, (name, m0) in enumerate(starts):
         try:
-            tx, value, iters = run("similarity", m0)
+            tx, value, iters = run("similarity", m0, **levels)
         except RuntimeError as exc:                 # e.g. too few samples in the overlap
             per_start.append({"start": name, "error": str(exc).splitlines()[-1][:200]})
             continue
         per_start.append({"start": name, "metric": value, "iterations": iters})
+        corners = transform_points(_itk_to_matrix(tx, stxm_pixel_nm, fixed_px), m_corners)
+        same = [v for c, v in found if np.max(np.hypot(*(c - corners).T)) <= 1.0]
+        found.append((corners, value))
         if best is None or value < best[1]:
             best = (tx, value, name)
+        if same and best[2] == name and i + 1 < len(starts):
+            skipped = [n for n, _ in starts[i + 1:]]
+            break
     if best is None:
         raise RuntimeError("registration failed from every start: " + "; ".join(
             s.get("error", "") for s in per_start))
     tx, value, start_name = best
+    if coarse:                                       # the winner on the working grid itself
+        try:
+            tx, value, _ = run("similarity", _itk_to_matrix(tx, stxm_pixel_nm, fixed_px), shrink=(1,), smooth=(0,))
+        except RuntimeError as exc:
+            per_start.append({"start": "working-grid refinement", "error": str(exc).splitlines()[-1][:200]})
     m_work = _itk_to_matrix(tx, stxm_pixel_nm, fixed_px)
     method = "sitk-mattes-mi-similarity"
     if transform == "affine":
@@ -638,9 +666,12 @@ def register_stxm_to_sem(stxm_image: np.ndarray, stxm_pixel_nm: float, sem_image
         # precision (measured: 1-5 nm of corner error on the examples); two levels, started at the winner
         full_np, _ = _prepare_fixed(sem_image, sem_pixel_nm, sem_pixel_nm)
         full_centre = np.array([(full_np.shape[1] - 1) * sem_pixel_nm / 2, (full_np.shape[0] - 1) * sem_pixel_nm / 2])
+        # one level at the SEM pixel (a shrink-2 level would repeat the working grid, ~2 SEM pixels), with as
+        # many metric samples as the working level had: the precision comes from the finer pixel
+        sampling = min(0.5, 0.5 * fixed_np.size / full_np.size)
         try:
             tx_f, _, iters_f = run(method.rsplit("-", 1)[-1], matrix, _to_sitk(full_np, sem_pixel_nm),
-                                   float(sem_pixel_nm), full_centre, shrink=(2, 1), smooth=(1, 0))
+                                   float(sem_pixel_nm), full_centre, shrink=(1,), smooth=(0,), sampling=sampling)
             m_full = _itk_to_matrix(tx_f, stxm_pixel_nm, float(sem_pixel_nm))
             ny, nx = stxm.shape
             corners = np.array([[0, 0], [nx - 1, 0], [0, ny - 1], [nx - 1, ny - 1]], float)
@@ -657,7 +688,7 @@ def register_stxm_to_sem(stxm_image: np.ndarray, stxm_pixel_nm: float, sem_image
     a = matrix[:2, :2]
     metrics = {
         "mattes_mi": value, "nmi": nmi, "symmetric_uncertainty": su, "start": start_name,
-        "starts": per_start, "scale_sem_px_per_stxm_px": pixel_scale(matrix),
+        "starts": per_start, "starts_skipped": skipped, "scale_sem_px_per_stxm_px": pixel_scale(matrix),
         "rotation_deg": float(np.degrees(np.arctan2(a[1, 0] - a[0, 1], a[0, 0] + a[1, 1]))),
         "translation_sem_px": matrix[:2, 2].tolist(), "working_pixel_nm": fixed_px,
         "overlap_fraction": float(np.isfinite(warped).mean()), "refined_at_sem_pixel": refined,

@@ -168,7 +168,8 @@ def analyse_maps(classes: np.ndarray, particles: np.ndarray, sem_pixel_nm: float
                  surface_band_nm: float | None = None, surface_offset_nm: float | None = None,
                  bulk_margin_nm: float | None = None, thickness_method: str = "normal",
                  resolution_nm: float | None = None, min_surface_pixels: int = 1, n_boot: int = 199,
-                 seed: int = 0, probabilities: np.ndarray | None = None) -> Analysis:
+                 seed: int = 0, probabilities: np.ndarray | None = None,
+                 amplitude_t2g: np.ndarray | None = None, amplitude_eg: np.ndarray | None = None) -> Analysis:
     """Statistics of one lamella from its maps, on native Ni-L STXM pixels.
 
     Parameters
@@ -213,6 +214,10 @@ def analyse_maps(classes: np.ndarray, particles: np.ndarray, sem_pixel_nm: float
     probabilities : ndarray, shape (5, ny_sem, nx_sem), optional
         Class probabilities of the segmentation; when given, thickness boundaries are located on them
         (sub-pixel) instead of on the smoothed hard class map.
+    amplitude_t2g, amplitude_eg : ndarray, shape (ny, nx), optional
+        Fitted Ni L3 peak heights (:class:`segment.spectra.EgT2gMap`); with both (and no
+        ``surface_offset_nm``) the surface bands start at the depth derived from this lamella
+        (:func:`stats.regions.surface_start_from_data`), otherwise at the 1 % contamination depth.
 
     Returns
     -------
@@ -224,9 +229,14 @@ def analyse_maps(classes: np.ndarray, particles: np.ndarray, sem_pixel_nm: float
     if resolution_nm is None:
         resolution_nm = float(max(psf_fwhm_nm, ni_pixel_nm))
 
+    ni_map = None
+    if amplitude_t2g is not None and amplitude_eg is not None:
+        ni_map = {"egt2g": egt2g, "egt2g_sigma": np.asarray(egt2g_sigma, float),
+                  "egt2g_valid": np.asarray(egt2g_valid, bool), "amplitude_t2g": np.asarray(amplitude_t2g, float),
+                  "amplitude_eg": np.asarray(amplitude_eg, float)}
     maps = stxm_regions(classes, particles, sem_pixel_nm, ni_matrix, egt2g.shape, ni_pixel_nm, psf_fwhm_nm,
                         surface_band_nm=surface_band_nm, surface_offset_nm=surface_offset_nm,
-                        bulk_margin_nm=bulk_margin_nm)
+                        bulk_margin_nm=bulk_margin_nm, ni_map=ni_map)
     pixels = pixel_table(maps, egt2g, np.asarray(egt2g_sigma, float), np.asarray(egt2g_valid, bool))
     # contacts judged at the probe's scale: thin rims between NMC and voids do not count as electrolyte
     contacts = contact_classes(classes, particles, sem_pixel_nm, maps.parameters["contamination_nm"])

@@ -117,9 +117,19 @@ def provenance(input_paths: list[Path], parameters: dict, seed: int | None = Non
     }
 
 
+TILED_TIFF_PIXELS = 4096 * 4096
+"""Images whose planes have more pixels than this are written as tiled TIFFs (512² tiles, compressed and read
+tile by tile: a viewer or a later step can read a region of an 8192² map without decoding all of it); smaller
+ones as one strip image, as before. Both read back identically with ``tifffile.imread``."""
+
+
 def write_tiff(path: Path, array: np.ndarray) -> None:
-    """Write one image (or a stack of planes, one page each) as a zlib-compressed greyscale TIFF."""
-    tifffile.imwrite(path, array, compression="zlib", photometric="minisblack")
+    """Write one image (or a stack of planes, one page each) as a zlib-compressed greyscale TIFF (tiled when
+    its planes are larger than :data:`TILED_TIFF_PIXELS`)."""
+    array = np.asarray(array)
+    tiled = array.ndim >= 2 and array.shape[-1] * array.shape[-2] > TILED_TIFF_PIXELS
+    tifffile.imwrite(path, array, compression="zlib", photometric="minisblack",
+                     **({"tile": (512, 512)} if tiled else {}))
 
 
 def write_csv(path: Path, table: pd.DataFrame) -> None:

@@ -7,7 +7,7 @@
 matplotlib's Agg backend and embedded as base64; the CSS is inline; the page loads nothing from elsewhere.
 A missing optional file, an empty table or a NaN value gives a stated "not available" in its place.
 
-Sections, in order: key numbers, maps (SEM with class overlay and particle ids, e_g/t_2g map), mean OD
+Sections, in order: key results (one table), maps (SEM with class overlay and particle ids, e_g/t_2g map), mean OD
 spectra per class, e_g/t_2g histograms per region, per-particle plots, interphase thickness, statistical
 tests, bimodality, correlations, S-edge positions, registration and drift, methods, provenance.
 """
@@ -34,10 +34,12 @@ CLASS_COLOURS = {1: "#d62728", 2: "#2ca02c", 3: "#1f77b4", 4: "#4d4d4d"}
 
 REGION_COLOURS = {
     "bulk": "#d62728",
-    "surface_electrolyte": "#2ca02c",
+    "surface_electrolyte": "#1f77b4",
     "surface_void": "#7f7f7f",
-    "interphase": "#17becf",
+    "interphase": "#2ca02c",
 }
+"""Region colours after the class they face: bulk NMC red, surface at electrolyte blue, surface at void grey,
+interphase green."""
 REGION_LABELS = {
     "bulk": "bulk NMC",
     "surface_electrolyte": "NMC surface at electrolyte",
@@ -201,7 +203,8 @@ def _table(header: list[str], rows: list[list[str]], cls: str = "") -> str:
     """An HTML table; cells are already-escaped HTML strings."""
     head = "".join(f"<th>{h}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    return (f'<div class="scroll"><table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody>'
+            '</table></div>')
 
 
 def _new_figure(width_in: float, height_in: float, ncols: int = 1, nrows: int = 1, **kwargs):
@@ -246,47 +249,99 @@ def _display_range(image) -> tuple[float, float]:
 # sections
 # --------------------------------------------------------------------------------------------------
 
-def _key_numbers(run) -> str:
+def _verdict(p, alpha: float = 0.05) -> str:
+    p = _num(p)
+    if p is None:
+        return f'<span class="na">{NOT_AVAILABLE}</span>'
+    if p < 0.01:
+        return "significant (p < 0.01)"
+    if p < alpha:
+        return f"significant at α = {alpha:g}"
+    return f"not significant at α = {alpha:g}"
+
+
+def _key_results(run) -> str:
+    """The key-results table: one row per conclusion the paper draws, with its uncertainty and test."""
     s = run["summary"]
     thick = _get(s, "interphase_thickness_nm", default={})
     eg = _get(s, "egt2g", default={})
-    test = _get(_get(s, "tests", default={}), "surface_electrolyte_vs_void", default={})
+    tests = _get(s, "tests", default={})
+    test = _get(tests, "surface_electrolyte_vs_void", default={})
     bim = _get(_get(s, "bimodality", default={}), "bulk_particles", default={})
+    corr = _get(s, "correlations", default={})
+    regions = _get(s, "regions", default={})
+    rows = []
 
-    def card(label, value, sub=""):
-        return (f'<div class="card"><div class="label">{label}</div><div class="value">{value}</div>'
-                f'<div class="sub">{sub}</div></div>')
-
-    if thick and _get(thick, "resolvable") is False:
-        t_value = "below resolution"
-        t_sub = f"mean {_fmt(_get(thick, 'mean'), 3, 'nm')} (not resolvable)"
-    else:
-        t_value = f"{_fmt(_get(thick, 'mean'), 3)} ± {_fmt(_get(thick, 'sd'), 2)} nm"
-        t_sub = f"median {_fmt(_get(thick, 'median'), 3, 'nm')}, n = {_fmt(_get(thick, 'n'))} points"
-
-    def eg_card(key):
-        r = _get(eg, key, default={})
-        return f"{_fmt(_get(r, 'mean'), 3)} ± {_fmt(_get(r, 'sd'), 2)}"
-
-    cards = [
-        card("particles", _fmt(_get(s, "n_particles")), f"SEM pixel {_fmt(_get(s, 'sem_pixel_nm'), 3, 'nm')}"),
-        card("interphase thickness", t_value, t_sub),
-        card("e<sub>g</sub>/t<sub>2g</sub> bulk NMC", eg_card("bulk"), "mean ± sd over STXM pixels"),
-        (card("surface: electrolyte vs void", _p_clause(_get(test, 'p_value')),
-              f"effect {_effect_text(_get(test, 'effect'), test)}; n = {_fmt(_get(test, 'n_units'))} units")
-         if _num(_get(test, "p_value")) is not None else
-         card("surface: electrolyte vs void", "not testable", _esc(_get(test, "reason", default="") or ""))),
-        card("bulk per-particle bimodality",
-             {True: "bimodal", False: "unimodal"}.get(_get(bim, "bimodal"), "undecided" if bim else NOT_AVAILABLE),
-             f"dip p = {_fmt_p(_get(bim, 'dip_p'))}"),
-    ]
     fr = _get(s, "class_fractions", default={})
-    if fr:
-        cards.append(card("area fractions",
-                          " / ".join(_fmt(100 * _num(_get(fr, k)) if _num(_get(fr, k)) is not None else None, 3)
-                                     for k in ("nmc", "interphase", "electrolyte", "void")) + " %",
-                          "NMC / interphase / electrolyte / void"))
-    return '<div class="cards">' + "".join(cards) + "</div>"
+    frac = (" / ".join(_fmt(100 * _num(_get(fr, k)) if _num(_get(fr, k)) is not None else None, 3)
+                       for k in ("nmc", "interphase", "electrolyte", "void")) + " %") if fr else NOT_AVAILABLE
+    rows.append(["NMC particles", _fmt(_get(s, "n_particles")),
+                 f"area NMC / interphase / electrolyte / void: {frac}", ""])
+
+    if thick:
+        res_nm = _resolution_nm(run)
+        resolvable = _get(thick, "resolvable")
+        rows.append(["interphase thickness",
+                     f"{_fmt(_get(thick, 'mean'), 3)} ± {_fmt(_get(thick, 'sd'), 2)} nm (mean ± sd)",
+                     f"median {_fmt(_get(thick, 'median'), 3, 'nm')}, {_fmt(_get(thick, 'n'))} boundary points; "
+                     f"STXM resolution {_fmt(res_nm, 3, 'nm')}",
+                     {True: "resolvable", False: "below the STXM resolution: not resolvable"}.get(
+                         resolvable, NOT_AVAILABLE)])
+    bulk = _get(eg, "bulk", default={})
+    if bulk:
+        rows.append(["bulk NMC e<sub>g</sub>/t<sub>2g</sub>",
+                     f"{_fmt(_get(bulk, 'mean'), 3)} ± {_fmt(_get(bulk, 'sd'), 2)} (mean ± sd of pixels)",
+                     f"{_fmt(_get(bulk, 'n'))} native STXM pixels in {_fmt(_get(bulk, 'n_particles'))} particles",
+                     ""])
+    if test:
+        wil = _get(test, "wilcoxon", default={}) or {}
+        dz = _num(_get(test, "effect_size_dz"))
+        detail = [f"{_esc(_get(test, 'method', default=''))} {_p_clause(_get(test, 'p_value'))}"]
+        if _num(_get(wil, "p_value")) is not None:
+            detail.append(f"Wilcoxon signed-rank {_p_clause(_get(wil, 'p_value'))}")
+        detail.append(f"n = {_fmt(_get(test, 'n_units'))} particles")
+        rule = _get(regions, "surface_offset_rule", default={}) or {}
+        start = _num(_get(regions, "surface_offset_nm"))
+        if start is not None:
+            detail.append(f"bands start {_fmt(start, 3, 'nm')} deep"
+                          + (f" ({_esc(_get(rule, 'rule', default=''))})" if _get(rule, "rule") else ""))
+        est = _effect_text(_get(test, "effect"), test) + " (electrolyte − void, 95 % CI)"
+        if dz is not None:
+            est += f"; d<sub>z</sub> = {_fmt(dz, 2)}"
+        rows.append(["NMC surface e<sub>g</sub>/t<sub>2g</sub>: electrolyte vs void contact", est,
+                     "; ".join(detail), _verdict(_get(test, "p_value")) if _num(_get(test, "p_value")) is not None
+                     else _esc(_get(test, "reason", default=NOT_AVAILABLE) or NOT_AVAILABLE)])
+    if bim:
+        verdict = {True: "bimodal", False: "unimodal (not shown bimodal)"}.get(_get(bim, "bimodal"), NOT_AVAILABLE)
+        rows.append(["per-particle bulk e<sub>g</sub>/t<sub>2g</sub>: bimodality",
+                     f"dip = {_fmt(_get(bim, 'dip'), 3)}; mixture means "
+                     + ("[" + ", ".join(_fmt(x, 3) for x in _get(bim, "mixture_means")) + "]"
+                        if isinstance(_get(bim, "mixture_means"), list) else NOT_AVAILABLE),
+                     f"Hartigan dip {_p_clause(_get(bim, 'dip_p'))}; mixture bootstrap LR "
+                     f"{_p_clause(_get(bim, 'mixture_p'))}; n = {_fmt(_get(bim, 'n'))} particles", verdict])
+    for key, label in (("egt2g_vs_size", "size"), ("egt2g_vs_contact_ratio", "contact ratio with electrolyte")):
+        c = _get(corr, key, default={}) if isinstance(corr, dict) else {}
+        if not c:
+            continue
+        sp = _get(c, "spearman", default={}) or {}
+        rows.append([f"per-particle e<sub>g</sub>/t<sub>2g</sub> vs {label}",
+                     f"Pearson r = {_fmt(_get(c, 'r'), 3)} {_ci_text(c)}",
+                     f"{_p_clause(_get(c, 'p'))}; Spearman ρ = {_fmt(_get(sp, 'rho'), 3)}, p = "
+                     f"{_fmt_p(_get(sp, 'p'))}; n = {_fmt(_get(c, 'n'))}", _verdict(_get(c, "p"))])
+    s_edge = _get(s, "s_edge", default={})
+    shift = _get(s_edge, "shift", default={}) if isinstance(s_edge, dict) else {}
+    if isinstance(shift, dict) and _num(_get(shift, "shift_ev")) is not None:
+        rows.append(["S L-edge shift, interphase − electrolyte",
+                     f"{_fmt(_get(shift, 'shift_ev'), 3)} ± {_fmt(_get(shift, 'sigma_ev'), 2)} eV "
+                     f"[{_fmt(_get(shift, 'ci_low'), 3)}, {_fmt(_get(shift, 'ci_high'), 3)}]",
+                     f"z test on fitted positions, {_p_clause(_get(shift, 'p_value'))}", _verdict(
+                         _get(shift, "p_value"))])
+    if not rows:
+        return _na("key results (summary.json)")
+    return (_table(["result", "estimate", "uncertainty and test", "reading (two-tailed)"], rows, "key")
+            + '<p class="caption">Units of replication: particles for e<sub>g</sub>/t<sub>2g</sub> tests and '
+              "correlations, boundary points for thickness. Details, figures and the pixel-level contrasts "
+              "follow below.</p>")
 
 
 def _effect_text(effect, entry=None) -> str:
@@ -497,7 +552,7 @@ def _decomposition_section(run) -> str:
     fig, axes = _new_figure(3.2 * len(planes), 3.2, ncols=len(planes))
     for ax, plane, name in zip(axes[0], ab, planes):
         im = ax.imshow(plane, cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
-        ax.set_title(name, fontsize=9)
+        ax.set_title(name, fontsize=12)
         ax.set_xticks([]), ax.set_yticks([])
     fig.colorbar(im, ax=list(axes[0]), shrink=0.8, label="fraction of the pixel")
     maps = _figure(fig, "<b>Figure 3c.</b> Abundance maps on the native STXM grid of the chemistry (the Ni-L grid "
@@ -530,9 +585,13 @@ def _histogram_section(run, paper_bins: bool) -> str:
         if len(bins) > 61:
             bins = np.linspace(*EGT2G_RANGE, 61)
         bin_text = f"{len(bins) - 1} bins over 0.7–2.4 (Freedman–Diaconis width)"
-    fig, axes = _new_figure(4.0 * len(regions), 3.4, ncols=len(regions), sharex=True)
+    ncols = 2 if len(regions) > 1 else 1
+    nrows = int(np.ceil(len(regions) / ncols))
+    fig, axes = _new_figure(5.2 * ncols, 3.3 * nrows, ncols=ncols, nrows=nrows, sharex=True)
+    for ax in axes.ravel()[len(regions):]:
+        ax.set_visible(False)
     rows = []
-    for ax, r in zip(axes[0], regions):
+    for ax, r in zip(axes.ravel(), regions):
         v = values[r]
         n_out = int(np.sum((v < EGT2G_RANGE[0]) | (v > EGT2G_RANGE[1])))
         if v.size:
@@ -541,7 +600,7 @@ def _histogram_section(run, paper_bins: bool) -> str:
             ax.axvline(np.mean(v), color="k", lw=1)
         else:
             ax.text(0.5, 0.5, NOT_AVAILABLE, ha="center", transform=ax.transAxes)
-        ax.set_title(f"{REGION_LABELS.get(r, r)} (n = {v.size} px)", fontsize=9)
+        ax.set_title(f"{REGION_LABELS.get(r, r)} (n = {v.size} px)", fontsize=11)
         ax.set_xlabel("e$_g$/t$_{2g}$")
         ax.set_ylabel("density")
         ax.set_xlim(*EGT2G_RANGE)
@@ -611,7 +670,7 @@ def _regions_by_particle_figure(df, regions, run) -> str:
     fig, axes = _new_figure(6.0, 4.0)
     ax = axes[0][0]
     values = np.column_stack([df[c].to_numpy(float) for c, _ in regions])
-    colours = ["#d62728", "#2ca02c", "#7f7f7f"]
+    colours = [REGION_COLOURS["bulk"], REGION_COLOURS["surface_electrolyte"], REGION_COLOURS["surface_void"]]
     x = np.arange(len(regions))
     for row in values:
         ok = np.isfinite(row)
@@ -772,11 +831,18 @@ def _bimodality_section(run) -> str:
     bim = _get(run["summary"], "bimodality", default={})
     if not isinstance(bim, dict) or not bim:
         return _na("bimodality (summary.json 'bimodality')")
+    main_keys = ("bimodal", "rule", "dip", "dip_p", "mixture_lr", "mixture_p", "mixture_means", "mixture_weights",
+                 "bimodality_coefficient", "n", "value")
     parts = []
     for name, entry in bim.items():
         if isinstance(entry, dict):
+            first = {k: entry[k] for k in main_keys if k in entry}
+            rest = {k: v for k, v in entry.items() if k not in main_keys}
             parts.append(f"<h3>{_esc(name.replace('_', ' '))}</h3>"
-                         + _table(["quantity", "value"], _generic_rows(entry, ("bimodal", "dip_p", "rule")), "kv"))
+                         + _table(["quantity", "value"], _generic_rows(first, ("bimodal", "dip_p", "rule")), "kv"))
+            if rest:
+                parts.append(f"<details><summary>More ({len(rest)})</summary>"
+                             f"{_table(['quantity', 'value'], _generic_rows(rest), 'kv small')}</details>")
     return "".join(parts) or _na("bimodality")
 
 
@@ -1010,6 +1076,9 @@ def _methods_section(run) -> str:
         "class map brought to the STXM grid, in three regions: bulk NMC, the NMC surface in contact with "
         "electrolyte and the NMC surface band adjacent to voids"
         + _band_text(s, params) + ".")
+    band_rule = _band_rule_text(s)
+    if band_rule:
+        sentences.append(band_rule)
     sentences.append("Interphase thickness was measured normal to the NMC surface from the NMC boundary to the "
                      "electrolyte boundary at points along every NMC–interphase boundary.")
     if test:
@@ -1049,12 +1118,46 @@ def _band_text(summary: dict, params: dict) -> str:
     regions = _get(summary, "regions", default={})
     band = _num(_find_key(regions, ("surface_band_nm",))) or _num(_find_key(params, ("surface_band_nm",)))
     margin = _num(_find_key(regions, ("bulk_margin_nm",)))
+    start = _num(_get(regions, "surface_offset_nm"))
     parts = []
     if band is not None:
-        parts.append(f"surface band {_fmt(band, 3, 'nm')} wide")
+        parts.append(f"surface band {_fmt(band, 3, 'nm')} wide"
+                     + (f", starting {_fmt(start, 3, 'nm')} inside the NMC edge" if start is not None else ""))
     if margin is not None:
         parts.append(f"bulk at least {_fmt(margin, 3, 'nm')} inside the particle surface")
     return f" ({'; '.join(parts)})" if parts else ""
+
+
+def _band_rule_text(summary: dict) -> str:
+    """One sentence on how the surface bands' start depth was chosen (stats.regions rule), with its numbers."""
+    regions = _get(summary, "regions", default={})
+    rule = _get(regions, "surface_offset_rule", default=None)
+    start = _num(_get(regions, "surface_offset_nm"))
+    c1 = _num(_get(regions, "contamination_nm"))
+    sigma = _num(_get(regions, "sigma_eff_nm"))
+    if not isinstance(rule, dict) or start is None:
+        return ""
+    name = str(_get(rule, "rule", default=""))
+    probe = (f"the probe ⊗ pixel is a Gaussian of σ = {_fmt(sigma, 3, 'nm')}, so less than 1 % of a pixel's "
+             f"signal comes from beyond {_fmt(c1, 3, 'nm')}" if sigma is not None and c1 is not None else "")
+    if name.startswith("bias"):
+        amounts = _get(rule, "ni_amount", default={}) or {}
+        ratios = _get(rule, "ratio", default={}) or {}
+        return (f"The surface bands start {_fmt(start, 3, 'nm')} inside the NMC edge ({probe}): the smallest depth "
+                "at which the bias that the probe's view of the neighbouring classes can put on the "
+                f"electrolyte − void difference (upper 95 % bound {_fmt(_get(rule, 'bias_bound_at_start'), 2)}; "
+                f"measured on this lamella: interphase Ni per unit area {_fmt(_get(rule, 'interphase_ni_fraction'), 2)}"
+                f" of NMC's, interphase e<sub>g</sub>/t<sub>2g</sub> {_fmt(_get(ratios, 'interphase'), 3)} against "
+                f"NMC {_fmt(_get(ratios, 'nmc'), 3)}) is at most k = {_fmt(_get(rule, 'k'), 2)} standard errors of "
+                f"the paired difference (SE {_fmt(_get(rule, 'se_paired_difference'), 2)}, "
+                f"{_fmt(_get(rule, 'n_pairs'))} pairs), which keeps the test's false-positive rate at α = "
+                f"{_fmt(_get(rule, 'alpha'), 2)} below {_fmt(_get(rule, 'max_fpr'), 2)}"
+                + (f"; {_esc(_get(rule, 'reason'))}" if _get(rule, "reason") else "") + ".")
+    if name.startswith("fixed"):
+        return f"The surface bands start {_fmt(start, 3, 'nm')} inside the NMC edge (set by the user)."
+    reason = _get(rule, "reason")
+    return (f"The surface bands start {_fmt(start, 3, 'nm')} inside the NMC edge, the conservative 1 % depth "
+            f"({probe})" + (f": {_esc(reason)}" if reason else "") + ".")
 
 
 def _short_json(v, limit: int = 160) -> str:
@@ -1101,10 +1204,10 @@ h1{font-size:26px;margin:6px 0 4px}h2{font-size:19px;margin:30px 0 8px;border-bo
 h3{font-size:15px;margin:14px 0 4px}
 .meta{color:#666;font-size:13px;margin-bottom:10px}
 nav{font-size:13px;margin:8px 0 4px}nav a{margin-right:12px;color:#1f77b4;text-decoration:none}
-.cards{display:flex;flex-wrap:wrap;gap:10px;margin:14px 0}
-.card{flex:1 1 170px;border:1px solid #e2e2e2;border-radius:6px;padding:10px 12px;background:#fafafa}
-.card .label{font-size:12px;color:#666;letter-spacing:.02em}
-.card .value{font-size:20px;font-weight:600;margin:4px 0}.card .sub{font-size:12px;color:#555}
+.scroll{max-width:100%;overflow-x:auto}details .scroll{max-height:420px;overflow-y:auto}
+table.key{font-size:14px;width:100%;border:1px solid #e2e2e2}table.key td:first-child{font-weight:600;width:24%}
+table.key td:nth-child(2){width:28%}table.key td:last-child{width:18%}
+details .scroll thead th{position:sticky;top:0}
 figure{margin:12px 0 18px}figure img{max-width:100%;height:auto;display:block;margin:0 auto}
 figcaption,.caption{font-size:13px;color:#444;margin-top:6px;line-height:1.45}
 table{border-collapse:collapse;margin:8px 0 10px;font-size:13px}
@@ -1164,7 +1267,7 @@ def render_report(out_dir, *, paper_bins: bool = False) -> str:
         meta_parts.append(f"ceimap {_esc(ver)}")
     meta = " · ".join(meta_parts) or "ceimap run report"
     sections = [
-        ("summary", "Key numbers", _key_numbers(run)),
+        ("summary", "Key results", _key_results(run)),
         ("maps", "Maps", _maps_section(run)),
         ("spectra", "Spectra per class", _spectra_section(run)),
         ("decomposition", "Unmixing: components and abundances", _decomposition_section(run)),

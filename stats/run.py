@@ -16,7 +16,7 @@ from threadpoolctl import threadpool_limits
 
 from segment import CLASS_CODES
 from segment.io.jsonfile import write_json
-from segment.lamella import Lamella
+from segment.lamella import Lamella, check_lamella
 from segment.pipeline import NI_EDGE, S_EDGE, PipelineResult, process_lamella
 from segment.register import labels_to_stxm, warp_to_sem
 from segment.spectra import mean_spectra_by_label
@@ -46,6 +46,8 @@ def analyse_result(result: PipelineResult) -> Analysis:
         s_matrix=None if s_od is None else result.registrations[S_EDGE].matrix,
         s_pixel_nm=None if s_od is None else s_od.pixel_size_nm,
         probabilities=result.probabilities,
+        amplitude_t2g=result.egt2g.amplitude_t2g,
+        amplitude_eg=result.egt2g.amplitude_eg,
     )
 
 
@@ -202,6 +204,7 @@ def run_lamella(
         The ``report.html`` written.
     """
     out = Path(out)
+    check_lamella(lamella, required_edges=(NI_EDGE,))  # bad input refused before any processing (every caller)
     check_output_folder(out, lamella.input_paths, overwrite=overwrite)
     # BLAS on one thread: reductions split over threads add in an order that depends on the thread count,
     # so without this a run differs in the last bits between machines, or between ceimap run and a batch

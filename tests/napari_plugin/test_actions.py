@@ -187,3 +187,119 @@ def test_train_and_predict_from_strokes_and_the_visible_region():
         act.train(maps, np.where(strokes == 1, 1, 0))
     with pytest.raises(act.LayerError, match="codes"):
         act.train(maps, np.where(strokes == 1, 7, strokes))
+
+
+# -- live classification: feature cache, coarse-to-fine, stale work ----------------------------------------
+
+TILE = 64  # several tiles on the 160² scene
+
+
+def live_scene(**cache_kwargs):
+    sem, od, strokes, truth = classify_scene()
+    maps = act.lamella_maps(sem, [od])
+    return maps, act.LivePredictor(maps, tile_px=TILE, **cache_kwargs), strokes, truth
+
+
+def library_prediction(clf, maps):
+    return clf.predict(maps["sem"], maps["od_stacks"], maps["registrations"], egt2g=maps["egt2g"],
+                       s_edge=maps["s_edge"], tile_px=TILE)
+
+
+def test_feature_cache_holds_exactly_the_fresh_features():
+    from segment.classifier import lamella_samples
+    from segment.features import feature_image, features_at
+
+    maps, live, strokes, _ = live_scene()
+    c = live.cache
+    fresh = feature_image(c.sem_image, c.pixel_size_nm, c.spec, c.maps, c.matrices, tile_px=TILE)
+    rows, cols = np.arange(3, 160, 7), np.arange(0, 160, 5)
+    assert np.array_equal(c.grid(rows, cols), fresh[np.ix_(rows, cols)])  # computed on demand, tile by tile
+    assert len(c.tiles) == 9 and c.nbytes == 160 * 160 * c.n_features * 4  # float32, every pixel once
+    mask = strokes > 0
+    assert np.array_equal(c.at(mask), features_at(mask, c.sem_image, c.pixel_size_nm, c.spec, c.maps,
+                                                  c.matrices, tile_px=TILE))
+    samples = act.samples_from_cache(c, maps, strokes)
+    ref = lamella_samples("napari", maps["sem"], maps["od_stacks"], maps["registrations"], strokes, c.spec,
+                          egt2g=maps["egt2g"], s_edge=maps["s_edge"], tile_px=TILE)
+    assert np.array_equal(samples.features, ref.features) and np.array_equal(samples.labels, ref.labels)
+    assert samples.stxm_pixel_nm == ref.stxm_pixel_nm and samples.energy_range_ev == ref.energy_range_ev
+    # the key names the features: another image or spec → another key; the same → the same
+    from dataclasses import replace
+
+    other = act.FeatureCache(replace(maps["sem"], image=maps["sem"].image + 1), c.spec, c.maps, c.matrices)
+    assert other.key != c.key
+    assert act.FeatureCache(maps["sem"], c.spec, c.maps, c.matrices).key == c.key
+    assert act.FeatureCache(maps["sem"], replace(c.spec, sem_scales_nm=(10.0,)), c.maps, c.matrices).key != c.key
+    # a cache smaller than the image keeps the most recently used tiles and still answers right
+    one_tile_mb = TILE * TILE * c.n_features * 4 / 2**20
+    small = act.FeatureCache(maps["sem"], c.spec, c.maps, c.matrices, tile_px=TILE, max_mb=2.5 * one_tile_mb)
+    assert np.array_equal(small.grid(rows, cols), fresh[np.ix_(rows, cols)])
+    assert small.nbytes <= small.max_bytes and len(small.tiles) < 9
+
+
+def test_coarse_to_fine_ends_exactly_on_the_full_prediction():
+    maps, live, strokes, truth = live_scene()
+    view = (slice(10, 70), slice(30, 100))
+    out = list(live.run(strokes, view=view, step=3))
+    stages = [s for s in out if isinstance(s, act.Stage)]
+    assert [s.name for s in stages] == ["preview", "view", "all"]
+    assert all(isinstance(s, str) for s in out if not isinstance(s, act.Stage))  # progress messages
+    clf = live.classifier
+    classes, _, entropy = library_prediction(clf, maps)
+    final = stages[-1]
+    assert np.array_equal(final.classes, classes) and np.array_equal(final.entropy, entropy)
+    assert stages[1].region == (slice(0, 2 * TILE), slice(0, 2 * TILE))  # the cache tiles under the view first,
+    assert np.array_equal(stages[1].classes[stages[1].region], classes[stages[1].region])  # at full resolution
+    assert not stages[1].classes[2 * TILE:, :].any()  # … and nothing else yet (no earlier prediction)
+    # refitted on the cached features of the strokes = the library's training on this lamella
+    lib = act.train(maps, strokes)
+    assert np.array_equal(library_prediction(lib, maps)[0], classes)
+    # the preview: a 3-pixel lattice of the view, shown upsampled; right away from class boundaries
+    preview = stages[0]
+    assert preview.step == 3 and not preview.classes[:10].any() and preview.classes[view].all()
+    far = np.zeros_like(truth, bool)
+    for c in (1, 3, 4):
+        far |= ndimage.binary_erosion(truth == c, iterations=2 * preview.step + 4)
+    inside = far[view]
+    assert np.mean(preview.classes[view][inside] == classes[view][inside]) > 0.95
+    # a given model (e.g. loaded from a file) predicts without refitting, to the same result
+    again = [s for s in live.run(classifier=clf) if isinstance(s, act.Stage)]
+    assert [s.name for s in again] == ["preview", "all"] and live.classifier is clf
+    assert np.array_equal(again[-1].classes, classes)
+
+
+def test_a_new_edit_cancels_the_stale_prediction():
+    maps, live, strokes, truth = live_scene()
+    view = (slice(0, 64), slice(0, 64))
+    first = live.run(strokes, view=view, step=2)
+    item = next(first)
+    while not isinstance(item, act.Stage):
+        item = next(first)
+    assert item.name == "preview"
+    live.edit()  # the user painted again: the running prediction is stale
+    rest = list(first)
+    assert not any(isinstance(s, act.Stage) for s in rest)  # it shows nothing more …
+    assert live.classifier is None  # … and did not even fit its final model
+    edited = strokes.copy()
+    edited[120:124, 20:140] = 3  # a wrong stroke: electrolyte painted across the void
+    stages = [s for s in live.run(edited, view=view, step=2) if isinstance(s, act.Stage)]
+    assert [s.name for s in stages] == ["preview", "view", "all"]
+    assert np.array_equal(stages[-1].classes, library_prediction(live.classifier, maps)[0])
+    assert np.mean(stages[-1].classes[120:124, 20:140] == 3) > 0.9  # the new stroke is what it learnt
+    # stale in the middle of the whole-image stage: stops between chunks
+    run = live.run(strokes, view=view, step=2)
+    names = []
+    for item in run:
+        if isinstance(item, act.Stage):
+            names.append(item.name)
+            if item.name == "view":
+                live.edit()
+    assert names == ["preview", "view"]
+
+
+def test_preview_lattice_matches_the_screen():
+    assert act.preview_step((2048, 2048), 2048 / 900) == 4  # the budget (2^18 points) rules here
+    assert act.preview_step((2048, 2048), 2048 / 900, max_points=2**21) == 2  # the screen: ~1 point / screen px
+    assert act.preview_step((300, 400), 0.5) == 1  # zoomed in: every pixel
+    rows, cols = act._lattice((slice(10, 21), slice(0, 4)), 4)
+    assert rows.tolist() == [12, 16, 20] and cols.tolist() == [2]

@@ -159,3 +159,40 @@ def test_whole_workflow_on_the_4p25v_example(viewer, qtbot, tmp_path, datasets_d
     worker = meas.export()
     qtbot.waitUntil(lambda: (tmp_path / "run" / "report.html").is_file(), timeout=600_000)
     assert worker is not None and (tmp_path / "run" / "summary.json").is_file()
+
+
+@pytest.mark.slow
+def test_classify_widget_on_the_4p25v_example_is_the_librarys_classifier(viewer, qtbot, datasets_dir):
+    """Train → predict in the viewer on the example's strokes: the Labels layer shown is exactly the library's
+    prediction (the plugin adds no science), so it reaches the classifier's F1 against the truth."""
+    from napari_plugin import _actions as act
+    from napari_plugin._widgets import ClassifyWidget, chosen_stacks
+    from segment.classifier import PixelClassifier, default_spec, lamella_samples, macro_f1
+    from segment.synthetic import load_truth
+
+    if not (datasets_dir / "cycled_4p25v" / "truth").is_dir():
+        pytest.skip("example lamella not found")
+    viewer.open_sample("ceimap", "cycled_4p25v")
+    w = ClassifyWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.sem.value = sem = next(la for la in viewer.layers if act.is_sem_layer(la))
+    w.annotations.value = ann = next(la for la in viewer.layers if la.name.endswith("annotations"))
+    shown = []
+    viewer.layers.events.inserted.connect(lambda e: shown.append(e.value.name))
+    run_widget(qtbot, w, timeout_s=900)
+    pred = np.asarray(viewer.layers["prediction"].data)
+    assert shown.count("prediction") == 1  # added once (the preview), then replaced stage by stage
+
+    maps = act.lamella_maps(sem, chosen_stacks(viewer))
+    spec = default_spec(maps["od_stacks"])
+    extra = {"egt2g": maps["egt2g"], "s_edge": maps["s_edge"]}
+    samples = lamella_samples("cycled_4p25v", maps["sem"], maps["od_stacks"], maps["registrations"],
+                              np.asarray(ann.data), spec, **extra)
+    library = PixelClassifier(spec, [samples]).predict(maps["sem"], maps["od_stacks"], maps["registrations"],
+                                                       **extra)[0]
+    assert np.array_equal(pred, library)
+    truth = load_truth(datasets_dir / "cycled_4p25v")["classes"]
+    f1, _ = macro_f1(pred, truth)
+    # a working classifier: the library's figure on its own strokes is 0.92 on ceimap-aligned stacks (segment/
+    # classifier.py, tested there); on these stacks as measured (drift not corrected) it was 0.88 when written
+    assert f1 >= 0.85, f1

@@ -108,3 +108,16 @@ def test_align_frames_returns_aligned_stack():
     single = Stack(stack.data[:1], stack.energies_ev[:1], 35.0)
     _, s1 = align_frames(single)
     np.testing.assert_array_equal(s1, np.zeros((1, 2)))
+
+
+def test_shift_frames_equals_scipy_cubic_spline_shift():
+    """The separable evaluation of precomputed spline coefficients is scipy's cubic-spline shift (to rounding),
+    for small and large, positive and negative shifts (beyond the coefficient margin it falls back to scipy)."""
+    from segment.align import _shift_frames, _spline_coefficients
+
+    rng = np.random.default_rng(4)
+    frames = rng.normal(size=(6, 40, 47)).cumsum(axis=1)
+    shifts = np.array([[0.3, -0.7], [2.5, 3.25], [-9.9, 9.7], [-10.2, 0.1], [15.0, -20.0], [0.0, 0.0]])
+    expected = np.array([ndimage.shift(f, (-d[0], -d[1]), order=3, mode="nearest") for f, d in zip(frames, shifts)])
+    for coef in (None, _spline_coefficients(frames)):
+        np.testing.assert_allclose(_shift_frames(frames, shifts, coef), expected, rtol=0, atol=1e-10)

@@ -61,7 +61,7 @@ def test_spec_names_and_round_trip():
     d = spec.to_dict()
     assert d["version"] == FEATURE_SPEC_VERSION
     assert FeatureSpec.from_dict(d) == spec
-    n_sem = 1 + len(spec.sem_scales_nm) * 8          # 6 filters, two of them give two eigenvalues
+    n_sem = 1 + len(spec.sem_scales_nm) * 5          # gaussian + two Hessian + two structure eigenvalues
     n_spec = (3 * 2 + 1) + (2 * 2 + 1)                # Ni: 3 maps × 2 scales + valid; S: 2 × 2 + valid
     assert len(spec.names) == n_sem + n_spec + 1 == len(set(spec.names))
     assert spec.interphase_features == ("s_shift_ev", "s_shift_ev_150nm", "s_valid")
@@ -145,3 +145,52 @@ def test_invalid_ratio_does_not_bleed_into_neighbours():
     values = feats[..., col]
     assert set(np.unique(np.round(values, 6))) <= {0.0, 1.5}
     assert feats[..., spec.names.index("stxm_field")].mean() > 0.9
+
+
+def test_pyramid_scales_match_full_resolution():
+    """A scale computed on block means and interpolated back ≈ the same scale computed on every pixel."""
+    from segment.features import _decimation, _scale_filters, _smooth
+
+    rng = np.random.default_rng(3)
+    img = ndimage.gaussian_filter(rng.normal(size=(256, 256)), 2.0).astype(np.float32)
+    img /= img.std()
+    spec = FeatureSpec(sem_scales_nm=(80.0,), edges=())             # σ = 8 px at 10 nm pixels
+    assert _decimation(8.0) == 8
+    pyr = sem_filter_bank(img, 10.0, spec)[..., 1:]
+    full = _scale_filters(img, 8.0, spec.sem_filters, _smooth)
+    inner = (slice(40, -40), slice(40, -40))
+    # block means keep the smooth image and its curvature; sub-block gradient energy (structure tensor) is lost
+    for j, name in enumerate(spec.names[1:-1]):                    # sem_* columns (the last is stxm_field)
+        a, b = pyr[inner][..., j], full[inner][..., j]
+        r = np.corrcoef(a.ravel(), b.ravel())[0, 1]
+        assert r > {"gaussian": 0.99, "hessian": 0.88, "structure": 0.6}[name.split("_")[1].rstrip("12")], (name, r)
+    g = spec.names.index("sem_gaussian_80nm") - 1
+    assert np.abs(pyr[inner][..., g] - full[inner][..., g]).mean() < 0.15 * full[inner][..., g].std()
+
+
+def test_upsample_is_exact_for_a_ramp():
+    from segment.features import _block_mean, _upsample
+
+    yy, xx = np.mgrid[0:64, 0:48].astype(np.float32)
+    ramp = 0.5 * yy - 2.0 * xx
+    back = _upsample(_block_mean(ramp, 4)[..., None], 4, ramp.shape)[..., 0]
+    np.testing.assert_allclose(back[2:-2, 2:-2], ramp[2:-2, 2:-2], atol=1e-4)
+
+
+def test_feature_tile_equals_iterated_tiles():
+    from segment.features import feature_tile, iter_feature_tiles, tile_slices
+
+    sem, _, _ = scene()
+    ni, s, pos = stxm_maps()
+    ods, eg, se = spectral_inputs(ni, s, pos)
+    spec = FeatureSpec(sem_scales_nm=(10.0, 40.0))
+    maps = spectral_maps(ods, spec, egt2g=eg, s_edge=se)
+    mats = {"Ni-L": MATRIX, "S-L": MATRIX}
+    mask = np.zeros(sem.shape, bool)
+    mask[70:, :10] = True
+    slices = tile_slices(sem.shape, 40, mask)
+    assert slices == [(slice(40, 80), slice(0, 40)), (slice(80, 96), slice(0, 40))]
+    norm = normalise_sem(sem)[0]
+    for (sl, tile), other in zip(iter_feature_tiles(sem, 10.0, spec, maps, mats, tile_px=40, mask=mask), slices):
+        assert sl == other
+        np.testing.assert_array_equal(tile, feature_tile(norm, sl, 10.0, spec, maps, mats))

@@ -40,7 +40,8 @@ def lamella_scene(seed=0, *, effect=-0.15, band_px=8, effect_depth_nm=100.0, n_r
     Returns
     -------
     dict
-        classes, particles (SEM grid), egt2g, egt2g_sigma, egt2g_valid (STXM grid), truth dict with
+        classes, particles (SEM grid), egt2g, egt2g_sigma, egt2g_valid, amplitude_t2g, amplitude_eg (STXM
+        grid; heights per unit NMC Ni), truth dict with
         per-particle ``base``, ``radius_px``, band width, ``effect``.
     """
     rng = np.random.default_rng(seed)
@@ -89,8 +90,12 @@ def lamella_scene(seed=0, *, effect=-0.15, band_px=8, effect_depth_nm=100.0, n_r
     egt2g = np.where(valid, eg_s / np.maximum(t2g_s, 1e-12), np.nan)
     egt2g = egt2g + rng.normal(0, noise_sd, egt2g.shape)
     sigma = np.where(valid, noise_sd, np.nan)
+    # fitted peak heights (per unit NMC), with noise of the same relative size as the ratio's, drawn last so
+    # that the maps above do not depend on it
+    amp_t = t2g_s / (s * s) + rng.normal(0, noise_sd / 2, t2g_s.shape)
+    amp_e = eg_s / (s * s) + rng.normal(0, noise_sd / 2, eg_s.shape)
     return {"classes": classes, "particles": particles, "egt2g": egt2g, "egt2g_sigma": sigma,
-            "egt2g_valid": valid, "ratio_sem": ratio_sem,
+            "egt2g_valid": valid, "ratio_sem": ratio_sem, "amplitude_t2g": amp_t, "amplitude_eg": amp_e,
             "truth": {"base": np.array(bases), "radius_px": np.array(radii), "band_px": band_px,
                       "effect": effect}}
 

@@ -188,3 +188,22 @@ def test_generated_lamellae_on_truth_maps(condition, null, seeds):
         if condition == "cycled_4p7v":
             assert a.summary["bimodality"]["bulk_particles"]["bimodal"] is True
         assert a.summary["interphase_thickness_nm"]["resolvable"] is True
+
+
+def test_band_start_from_the_data_reaches_the_summary_and_keeps_a_null_lamella_null():
+    """With the fitted Ni heights the surface bands start where the interphase's pull on the band difference is
+    ≤ k·SE (stats.regions.surface_start_from_data); the derivation is in summary['regions'] (strict JSON).
+    On a null scene (no NMC surface effect; the interphase holds 0.35 of NMC's Ni at ratio 1.0 against 1.5)
+    bands from the NMC edge show a spurious 'effect' of several SE, bands from the derived start do not."""
+    scene = lamella_scene(12, effect=0.0)
+    a = run(scene, amplitude_t2g=scene["amplitude_t2g"], amplitude_eg=scene["amplitude_eg"])
+    regions = a.summary["regions"]
+    rule = regions["surface_offset_rule"]
+    assert rule["rule"] == "bias ≤ k·SE"
+    assert regions["surface_offset_nm"] == rule["surface_offset_nm"]
+    json.dumps(a.summary, allow_nan=False)
+    derived = a.summary["tests"]["surface_electrolyte_vs_void"]
+    edge = run(scene, surface_offset_nm=0.0).summary["tests"]["surface_electrolyte_vs_void"]
+    se_edge = (edge["ci_high"] - edge["ci_low"]) / 2 / 2.2    # ≈ SE (t quantile ≈ 2.2 for 11 df)
+    assert edge["effect"] < -3 * se_edge                       # contamination at the edge: interphase pulls low
+    assert derived["ci_low"] <= 0.0 <= derived["ci_high"]

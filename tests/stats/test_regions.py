@@ -147,3 +147,94 @@ def test_thin_rim_between_nmc_and_void_does_not_make_an_electrolyte_contact(half
     assert np.sum(r_rim == R["surface_void"]) >= 0.9 * np.sum(r_raw == R["surface_void"]) > 0
     # a genuine electrolyte/void border far from thin rims is unchanged
     assert np.array_equal(contact_classes(classes, particles, 10.0, 56.0)[:50], classes[:50])
+
+
+# ---- where the surface bands start: derived from the lamella (stats.regions.surface_start_from_data) ----
+
+def _start(scene, **kwargs):
+    from stats.regions import surface_start_from_data
+
+    return surface_start_from_data(scene["classes"], scene["particles"], 10.0, NI_MATRIX, 40.0, 50.0,
+                                   scene["egt2g"], scene["egt2g_sigma"], scene["egt2g_valid"],
+                                   scene["amplitude_t2g"], scene["amplitude_eg"], **kwargs)
+
+
+@pytest.fixture(scope="module")
+def starts_by_interphase():
+    """Null scenes (no NMC surface effect) whose interphase differs only in its ratio or its Ni amount."""
+    cases = {"same_ratio": dict(interphase_ratio=1.5, interphase_ni=0.35),
+             "ni_0.1": dict(interphase_ratio=1.0, interphase_ni=0.1),
+             "ni_0.35": dict(interphase_ratio=1.0, interphase_ni=0.35),
+             "ni_0.8": dict(interphase_ratio=1.0, interphase_ni=0.8)}
+    return {name: _start(lamella_scene(1, effect=0.0, base_sd=0.0, **kw)) for name, kw in cases.items()}
+
+
+def test_surface_start_measures_the_interphase_it_corrects_for(starts_by_interphase):
+    # the class amounts and ratios come out of the fitted heights: the scene's interphase holds 0.35 of NMC's Ni
+    # per unit area at ratio 1.0 (NMC 1.5); tolerances cover the Gaussian approximation of probe ⊗ pixel
+    r = starts_by_interphase["ni_0.35"]
+    assert r["rule"] == "bias ≤ k·SE" and r["reason"] is None
+    assert r["interphase_ni_fraction"] == pytest.approx(0.35, abs=0.03)
+    assert r["ratio"]["interphase"] == pytest.approx(1.0, abs=0.05)
+    assert r["ratio"]["nmc"] == pytest.approx(1.5, abs=0.01)
+    assert r["n_pairs"] == 12
+    # the bound at the chosen start is within the tolerance, the one a pixel shallower is not
+    depths = np.asarray(r["depths_nm"])
+    j = int(np.argmin(np.abs(depths - r["surface_offset_nm"])))
+    assert r["bias_bound"][j] <= r["tolerance"] < r["bias_bound"][j - 1]
+
+
+def test_surface_start_is_shallow_when_the_interphase_reads_like_nmc(starts_by_interphase):
+    same = starts_by_interphase["same_ratio"]
+    sigma = default_distances(40.0, 50.0)["sigma_eff_nm"]
+    # no ratio contrast: only the small ratio-of-noisy-heights term is left (bound ≤ 0.003 at the NMC edge,
+    # against 0.1 for an interphase of ratio 1.0), so the bands start near the edge, far short of the 1 % depth
+    assert max(same["bias_bound"]) < 0.003
+    assert same["surface_offset_nm"] <= 1.5 * sigma < default_distances(40.0, 50.0)["contamination_nm"]
+    assert starts_by_interphase["ni_0.35"]["bias_bound"][0] > 0.05
+    assert starts_by_interphase["ni_0.35"]["surface_offset_nm"] > same["surface_offset_nm"] + 2 * 10.0
+
+
+def test_surface_start_is_monotone_in_the_interphase_ni(starts_by_interphase):
+    names = ["ni_0.1", "ni_0.35", "ni_0.8"]
+    starts = [starts_by_interphase[n]["surface_offset_nm"] for n in names]
+    assert starts == sorted(starts)
+    # and so is the bias bound at every depth short of where it vanishes
+    bounds = np.array([starts_by_interphase[n]["bias_bound"][:5] for n in names])
+    assert np.all(np.diff(bounds, axis=0) > 0)
+
+
+def test_surface_start_falls_back_when_the_data_cannot_tell():
+    c1 = default_distances(40.0, 50.0)["contamination_nm"]
+    no_interphase = _start(lamella_scene(1, effect=0.0, band_px=0))
+    assert no_interphase["surface_offset_nm"] == pytest.approx(c1)
+    assert no_interphase["rule"].startswith("fallback") and "interphase" in no_interphase["reason"]
+    # a given offset overrides the rule, and without Ni heights the 1 % depth is used
+    scene = lamella_scene(1, effect=0.0)
+    ni_map = {k: scene[k] for k in ("egt2g", "egt2g_sigma", "egt2g_valid", "amplitude_t2g", "amplitude_eg")}
+    fixed = stxm_regions(scene["classes"], scene["particles"], 10.0, NI_MATRIX, scene["egt2g"].shape, 40.0,
+                         surface_offset_nm=20.0, ni_map=ni_map)
+    assert fixed.parameters["surface_offset_nm"] == 20.0
+    assert fixed.parameters["surface_offset_rule"]["rule"].startswith("fixed")
+    plain = stxm_regions(scene["classes"], scene["particles"], 10.0, NI_MATRIX, scene["egt2g"].shape, 40.0)
+    assert plain.parameters["surface_offset_nm"] == pytest.approx(c1)
+    derived = stxm_regions(scene["classes"], scene["particles"], 10.0, NI_MATRIX, scene["egt2g"].shape, 40.0,
+                           ni_map=ni_map)
+    # bulk keeps the conservative margin whatever the band start
+    assert derived.parameters["bulk_margin_nm"] >= plain.parameters["bulk_margin_nm"] - 1e-9
+
+
+def test_bias_tolerance_keeps_the_false_positive_rate():
+    """A bias of k·SE on a paired t test with n pairs rejects at α = 0.05 at the rate max_fpr (simulated)."""
+    from stats.regions import bias_tolerance
+
+    n, fpr = 8, 0.06
+    k = bias_tolerance(n, fpr)
+    assert bias_tolerance(1000, fpr) == pytest.approx(0.295, abs=0.005)   # normal limit: P(|Z + k| > 1.96)
+    rng = np.random.default_rng(5)
+    d = rng.normal(0.0, 1.0, (40000, n))
+    d += k / np.sqrt(n)            # bias = k · (true SE of the mean difference)
+    p = stats.ttest_1samp(d, 0.0, axis=1).pvalue
+    rate = float(np.mean(p < 0.05))
+    # binomial sd of the rate over 40000 draws ≈ 0.0012; the non-central t is exact for the true SE
+    assert rate == pytest.approx(fpr, abs=0.004)

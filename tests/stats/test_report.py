@@ -143,7 +143,7 @@ def test_report_complete_run_has_every_section_and_embedded_pngs(tmp_path):
     path = write_report(run)
     assert path == run / "report.html"
     text = path.read_text(encoding="utf-8")
-    for section in ("Key numbers", "Maps", "Spectra per class", "by region", "Per particle",
+    for section in ("Key results", "Maps", "Spectra per class", "by region", "Per particle",
                     "Interphase thickness", "Statistical tests", "Bimodality", "Correlations", "S L-edge",
                     "Registration and drift", "Methods", "Provenance"):
         assert f">{section}" in text or section in text, section
