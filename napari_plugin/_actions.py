@@ -938,14 +938,10 @@ def _bounding_region(regions):
 
 def _predict_tile(classifier, tile, origin, stale, what: str):
     """Class probabilities (h, w, 4) of a cached feature tile, exactly as :meth:`PixelClassifier.predict` computes
-    them for that tile (its ``predict_proba_tile`` when it has one, else every pixel in chunks); a generator that
-    raises :class:`Stale` between chunks."""
+    them for that tile (its ``predict_proba_tile``); a generator that raises :class:`Stale` before it starts."""
     h, w = tile.shape[:2]
-    if hasattr(classifier, "predict_proba_tile"):
-        if stale():
-            raise Stale
-        p = classifier.predict_proba_tile(tile, origin=origin)
-        yield f"{what}: {h * w} pixels"
-        return p
-    p = yield from _predict_rows(classifier, tile.reshape(h * w, -1), stale, what)
-    return p.reshape(h, w, 4)
+    if stale():
+        raise Stale
+    p = classifier.predict_proba_tile(tile, origin=origin)
+    yield f"{what}: {h * w} pixels"
+    return p

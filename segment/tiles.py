@@ -8,8 +8,7 @@ band (plus the per-pixel outputs kept whole: uint8 classes and float32 entropy).
 never held: it is reduced to classes and entropy band by band and, when asked for, streamed into a tiled
 TIFF (:func:`write_tiled_tiff`) while the next band is computed.
 
-Only the public classifier API is used (``PixelClassifier.predict_proba_tile`` — or
-``predict_proba_features`` where that is absent —, ``classes``, ``spec``; :func:`segment.features.spectral_maps`,
+Only the public classifier API is used (``PixelClassifier.predict_proba_tile``, ``classes``, ``spec``; :func:`segment.features.spectral_maps`,
 :func:`segment.features.iter_feature_tiles`, :func:`segment.classifier.entropy_map`), each tile as
 :meth:`PixelClassifier.predict` treats it, so the result equals ``predict(..., tile_px=tile_px)``.
 """
@@ -91,13 +90,11 @@ def iter_probability_bands(classifier, sem_image: np.ndarray, pixel_size_nm: flo
     ny, nx = np.shape(sem_image)
     band = None
     for (ys, xs), tile in iter_feature_tiles(sem_image, pixel_size_nm, spec, maps, matrices, tile_px=tile_px):
-        h, w = tile.shape[:2]
+        h = tile.shape[0]
         if band is None:
             band = np.zeros((4, h, nx), np.float32)
-        if hasattr(classifier, "predict_proba_tile"):     # what PixelClassifier.predict does with each tile
-            band[:, :, xs] = np.moveaxis(classifier.predict_proba_tile(tile, origin=(ys.start, xs.start)), -1, 0)
-        else:
-            band[:, :, xs] = classifier.predict_proba_features(tile.reshape(h * w, -1)).T.reshape(4, h, w)
+        # what PixelClassifier.predict does with each tile
+        band[:, :, xs] = np.moveaxis(classifier.predict_proba_tile(tile, origin=(ys.start, xs.start)), -1, 0)
         del tile
         if xs.stop == nx:                      # iter_feature_tiles goes row of tiles by row of tiles
             yield ys.start, ys.stop, band
