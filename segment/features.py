@@ -17,7 +17,8 @@ pyramid of block means (σ ≈ 1–2 pixels of their block grid) and interpolate
 (:func:`sem_filter_bank`): every scale but the finest costs a fraction of a full-resolution one.
 
 **Spectral features** from the STXM stacks, computed on each edge's native grid and warped onto the SEM
-grid through the registration (:func:`segment.register.warp_to_sem`), at the native resolution and
+grid through the registration (bilinear at each SEM pixel's STXM coordinates, as
+:func:`segment.register.warp_to_sem`; :func:`spectral_sources`), at the native resolution and
 smoothed over a neighbourhood given in nm. They are physical quantities normalised so that they mean the
 same on another lamella (other thickness, I0, beam time), never per-lamella decomposition scores whose
 basis changes from lamella to lamella:
@@ -38,7 +39,10 @@ basis changes from lamella to lamella:
 
 Everything is float32 and computed in tiles with a halo wide enough for the largest filter
 (:func:`iter_feature_tiles`, :func:`feature_tile`), so tiled and untiled features agree to float rounding and
-an 8192² SEM image never needs its whole feature stack in memory.
+an 8192² SEM image never needs its whole feature stack in memory. A classifier needs the features only where
+it evaluates its forest (a lattice, then pixels near class changes) and only the columns its trees split on:
+:func:`tile_sampler` filters the full-resolution scales of a tile once and computes everything else at the
+requested pixels only, with the same values as :func:`feature_tile`, bit for bit.
 
 Version 2 of the spec (:data:`FEATURE_SPEC_VERSION`) changed the default filters and scales and added the
 pyramid: version-1 model files are refused.
@@ -64,6 +68,8 @@ __all__ = [
     "feature_tile",
     "feature_image",
     "features_at",
+    "spectral_sources",
+    "tile_sampler",
 ]
 
 FEATURE_SPEC_VERSION = 2
@@ -242,6 +248,20 @@ def _smooth(image: np.ndarray, sigma: float) -> np.ndarray:
     return out
 
 
+def _memo_smooth():
+    """:func:`_smooth` memoised per image object and σ (octave-spaced scales: the structure tensor's inner scale
+    σ/2 is the previous scale's smoothing). The cache lives as long as the returned function."""
+    smoothed = {}
+
+    def smooth(image, sigma):
+        key = (id(image), round(float(sigma), 6))
+        if key not in smoothed:
+            smoothed[key] = _smooth(image, sigma)
+        return smoothed[key]
+
+    return smooth
+
+
 def _decimation(sigma: float) -> int:
     """Block size d (a power of 2) of the grid a scale σ (pixels) is computed on: σ/d ≥ ``_PYRAMID_MIN_PX``."""
     d = 1
@@ -265,30 +285,37 @@ def sem_halo_px(spec: FeatureSpec, pixel_size_nm: float) -> int:
     return halo
 
 
-def sem_pyramid(normalised: np.ndarray, pixel_size_nm: float, spec: FeatureSpec) -> dict:
+def sem_pyramid(normalised: np.ndarray, pixel_size_nm: float, spec: FeatureSpec, *, columns=None,
+                n_threads: int = 1) -> dict:
     """The scales computed on block means, for the whole image: {scale index: (block size d, features)}.
 
     ``features`` has shape (⌈ny/d⌉, ⌈nx/d⌉, n_filter_outputs), values at the block centres; blocks are
-    anchored at the image origin. :func:`sem_filter_bank` interpolates them into any tile.
+    anchored at the image origin. :func:`sem_filter_bank` interpolates them into any tile. ``columns``
+    (feature columns, as :func:`tile_sampler`'s): the filters none of whose outputs is among them are
+    skipped (their outputs are 0; such a pyramid is only for a sampler given the same columns). The scales
+    are independent: ``n_threads`` compute them in parallel (the filters release the GIL).
     """
     img = np.asarray(normalised, dtype=np.float32)
-    levels, smoothed, out = {}, {}, {}
-
-    def smooth(image, sigma):
-        key = (id(image), round(float(sigma), 6))
-        if key not in smoothed:
-            smoothed[key] = _smooth(image, sigma)
-        return smoothed[key]
-
+    n_per = _n_outputs(spec.sem_filters)
+    wanted = None if columns is None else {int(c) for c in columns}
+    jobs = []
     for i, scale in enumerate(spec.sem_scales_nm):
         s = _sigma_px(scale, pixel_size_nm)
         d = _decimation(s)
-        if d == 1:
-            continue
-        if d not in levels:
-            levels[d] = _block_mean(img, d)
-        out[i] = (d, _scale_filters(levels[d], _coarse_sigma(s, d), spec.sem_filters, smooth))
-    return out
+        need = [j for j in range(n_per) if wanted is None or 1 + i * n_per + j in wanted]
+        if d > 1 and need:
+            jobs.append((i, s, d, need))
+
+    def one(job):
+        i, s, d, need = job
+        return i, (d, _scale_filters(_block_mean(img, d), _coarse_sigma(s, d), spec.sem_filters, _memo_smooth(),
+                                     need))
+
+    if n_threads > 1 and len(jobs) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(max_workers=n_threads) as pool:
+            return dict(pool.map(one, jobs))        # largest grid (finest pyramid scale) first
+    return dict(one(job) for job in jobs)
 
 
 def _coarse_sigma(sigma: float, d: int) -> float:
@@ -311,14 +338,8 @@ def _upsample(coarse: np.ndarray, d: int, shape, origin=(0, 0), out=None) -> np.
 
     The blocks are anchored at the image origin; the output's first pixel is the image's ``origin``.
     """
-    def axis(n, start, nc):
-        u = (np.arange(start, start + n) - 0.5 * (d - 1)) / d
-        i0 = np.clip(np.floor(u).astype(int), 0, max(nc - 2, 0))
-        t = np.clip(u - i0, 0.0, 1.0).astype(np.float32) if nc > 1 else np.zeros(n, np.float32)
-        return i0, np.minimum(i0 + 1, nc - 1), t
-
-    y0, y1, ty = axis(shape[0], int(origin[0]), coarse.shape[0])
-    x0, x1, tx = axis(shape[1], int(origin[1]), coarse.shape[1])
+    y0, y1, ty = _upsample_axis(np.arange(int(origin[0]), int(origin[0]) + shape[0]), d, coarse.shape[0])
+    x0, x1, tx = _upsample_axis(np.arange(int(origin[1]), int(origin[1]) + shape[1]), d, coarse.shape[1])
     rows = coarse[y0] * (1 - ty)[:, None, None] + coarse[y1] * ty[:, None, None]
     if out is None:
         out = np.empty(tuple(shape) + coarse.shape[2:], np.float32)
@@ -338,14 +359,23 @@ def _n_outputs(filters) -> int:
     return sum(2 if f in ("hessian", "structure") else 1 for f in filters)
 
 
-def _scale_filters(img: np.ndarray, s: float, filters, smooth) -> np.ndarray:
-    """The filters of one scale σ = ``s`` (pixels of ``img``), shape (ny, nx, n_outputs), float32."""
-    out = np.empty(img.shape + (_n_outputs(filters),), np.float32)
+def _scale_filters(img: np.ndarray, s: float, filters, smooth, needed=None) -> np.ndarray:
+    """The filters of one scale σ = ``s`` (pixels of ``img``), shape (ny, nx, n_outputs), float32.
+
+    ``needed``: indices of the outputs wanted (default all); a filter none of whose outputs is wanted is
+    skipped and its outputs are 0.
+    """
+    n_out = _n_outputs(filters)
+    needed = set(range(n_out)) if needed is None else set(needed)
+    out = (np.empty if len(needed) == n_out else np.zeros)(img.shape + (n_out,), np.float32)
     g = smooth(img, s)
     gy, gx = np.gradient(g)
     k = 0
     cache = {}
     for f in filters:
+        if not needed & set(range(k, k + (2 if f in ("hessian", "structure") else 1))):
+            k += 2 if f in ("hessian", "structure") else 1
+            continue
         if f == "gaussian":
             out[..., k] = g
         elif f == "gradient":
@@ -424,14 +454,7 @@ def sem_filter_bank(normalised: np.ndarray, pixel_size_nm: float, spec: FeatureS
     if out is None:
         out = np.empty(shape + (1 + n_per * len(spec.sem_scales_nm),), np.float32)
     out[..., 0] = img[cy, cx]
-    smoothed = {}
-
-    def smooth(image, sigma):
-        # octave-spaced scales: the structure tensor's inner scale σ/2 is the previous scale's smoothing
-        key = (id(image), round(float(sigma), 6))
-        if key not in smoothed:
-            smoothed[key] = _smooth(image, sigma)
-        return smoothed[key]
+    smooth = _memo_smooth()
 
     for i, scale in enumerate(spec.sem_scales_nm):
         cols = slice(1 + i * n_per, 1 + (i + 1) * n_per)
@@ -555,9 +578,10 @@ def iter_feature_tiles(sem_image: np.ndarray, pixel_size_nm: float, spec: Featur
     (slice, slice), ndarray of float32, shape (tile_ny, tile_nx, n_features)
     """
     norm, _ = normalise_sem(sem_image, spec.sem_percentiles)
-    pyramid = sem_pyramid(norm, pixel_size_nm, spec)
+    pyramid, sources = sem_pyramid(norm, pixel_size_nm, spec), spectral_sources(maps)
     for slices in tile_slices(norm.shape, tile_px, mask):
-        yield slices, feature_tile(norm, slices, pixel_size_nm, spec, maps, matrices, pyramid=pyramid)
+        yield slices, feature_tile(norm, slices, pixel_size_nm, spec, maps, matrices, pyramid=pyramid,
+                                   sources=sources)
 
 
 def tile_slices(shape, tile_px: int, mask: np.ndarray | None = None) -> list:
@@ -573,13 +597,13 @@ def tile_slices(shape, tile_px: int, mask: np.ndarray | None = None) -> list:
 
 
 def feature_tile(normalised: np.ndarray, slices: tuple, pixel_size_nm: float, spec: FeatureSpec, maps: dict,
-                 matrices: dict, *, pyramid: dict | None = None) -> np.ndarray:
+                 matrices: dict, *, pyramid: dict | None = None, sources: dict | None = None) -> np.ndarray:
     """Features of one tile of the normalised SEM image (equal to the untiled values).
 
     The full-resolution scales are filtered on the tile with a halo (:func:`sem_halo_px`), the coarse ones
-    interpolated from ``pyramid`` (:func:`sem_pyramid` of the whole image; computed when omitted — pass it
-    when computing many tiles). Independent of other tiles, so tiles can be computed in parallel threads
-    (NumPy and SciPy's filters release the GIL).
+    interpolated from ``pyramid`` (:func:`sem_pyramid` of the whole image; computed when omitted — pass it,
+    and ``sources`` (:func:`spectral_sources`), when computing many tiles). Independent of other tiles, so
+    tiles can be computed in parallel threads (NumPy and SciPy's filters release the GIL).
     """
     if pyramid is None:
         pyramid = sem_pyramid(normalised, pixel_size_nm, spec)
@@ -593,8 +617,204 @@ def feature_tile(normalised: np.ndarray, slices: tuple, pixel_size_nm: float, sp
     out = np.zeros((y1 - y0, x1 - x0, n_sem + len(maps) + 1), np.float32)
     sem_filter_bank(normalised[ya:yb, xa:xb], pixel_size_nm, spec, pyramid=pyramid, origin=(ya, xa),
                     crop=(slice(y0 - ya, y1 - ya), slice(x0 - xa, x1 - xa)), out=out[..., :n_sem])
-    _add_spectral(out, n_sem, maps, matrices, y0, x0)
+    _add_spectral(out, n_sem, maps, matrices, y0, x0, sources)
     return out
+
+
+def spectral_sources(maps: dict) -> dict:
+    """Per edge, the spectral maps prepared for resampling onto SEM pixels (:func:`tile_sampler`, :func:`feature_tile`).
+
+    Returns {edge: (column indices among the maps, NaN-filled maps (k, ny, nx) float64, NaN masks (k, ny, nx))};
+    NaNs are filled with the nearest finite value (as :func:`segment.register.warp_to_sem` does), once per image
+    instead of once per tile, and flagged so that they never bleed into their neighbours.
+    """
+    from .register import _fill_nan_nearest
+
+    names = list(maps)
+    out = {}
+    for edge in dict.fromkeys(edge for _, edge in maps.values()):
+        cols = [i for i, name in enumerate(names) if maps[name][1] == edge]
+        frames = [_fill_nan_nearest(np.asarray(maps[names[i]][0], dtype=float)) for i in cols]
+        filled = np.stack([f for f, _ in frames])
+        nans = np.stack([np.zeros(f.shape, bool) if m is None else m for f, m in frames])
+        out[edge] = (cols, filled, nans)
+    return out
+
+
+def _bilinear(stack: np.ndarray, sy: np.ndarray, sx: np.ndarray) -> np.ndarray:
+    """Bilinear interpolation of every map of ``stack`` (k, ny, nx) at points (row ``sy``, column ``sx``),
+    edge values held beyond the outer pixel centres (``scipy.ndimage.map_coordinates`` order 1, mode
+    "nearest"); shape (k, n)."""
+    k, h, w = stack.shape
+    y, x = np.clip(sy, 0.0, h - 1.0), np.clip(sx, 0.0, w - 1.0)
+    y0 = np.minimum(np.floor(y).astype(np.intp), max(h - 2, 0))
+    x0 = np.minimum(np.floor(x).astype(np.intp), max(w - 2, 0))
+    ty, tx = y - y0, x - x0
+    i00 = y0 * w + x0
+    i01 = i00 + (1 if w > 1 else 0)
+    dy = w if h > 1 else 0
+    flat = stack.reshape(k, h * w)
+    top = flat[:, i00] * (1.0 - tx) + flat[:, i01] * tx
+    bottom = flat[:, i00 + dy] * (1.0 - tx) + flat[:, i01 + dy] * tx
+    return top * (1.0 - ty) + bottom * ty
+
+
+def _spectral_into(out: np.ndarray, yy: np.ndarray, xx: np.ndarray, n_sem: int, boxes: dict) -> None:
+    """Write the spectral columns (0 where unknown) and the STXM-field flag of tile pixels (``yy``, ``xx``) into
+    the rows ``out`` (n, n_features); ``boxes`` from :func:`_spectral_boxes`.
+
+    Each SEM pixel takes the bilinear interpolation of the STXM map at the STXM coordinates of its centre;
+    a pixel whose nearest STXM pixel has no value (NaN) gets none (0), as does a pixel outside the STXM
+    pixel squares. ``stxm_field`` is 1 where every edge's ``*_valid`` maps have a value (the measured
+    region of each edge).
+    """
+    n = yy.size
+    in_field = np.ones(n, bool)
+    for edge, entry in boxes.items():
+        if entry is None:
+            in_field[:] = False
+            continue
+        (bys, bxs), inv, columns, filled, nans, valid_rows, write = entry
+        h, w = filled.shape[1:]
+        inside = (yy >= bys.start) & (yy < bys.stop) & (xx >= bxs.start) & (xx < bxs.stop)
+        rows = np.flatnonzero(inside)
+        py = (yy[rows] - bys.start).astype(float)
+        px = (xx[rows] - bxs.start).astype(float)
+        sx = inv[0, 0] * px + inv[0, 1] * py + inv[0, 2]
+        sy = inv[1, 0] * px + inv[1, 1] * py + inv[1, 2]
+        unknown = (sx < -0.5) | (sx > w - 0.5) | (sy < -0.5) | (sy > h - 0.5)
+        values = _bilinear(filled, sy, sx)
+        iy = np.clip(np.floor(sy + 0.5).astype(np.intp), 0, h - 1)
+        ix = np.clip(np.floor(sx + 0.5).astype(np.intp), 0, w - 1)
+        missing = nans[:, iy * w + ix] | unknown[None]
+        field = np.zeros(n, bool)
+        field[rows] = ~np.any(missing[valid_rows], axis=0)
+        in_field &= field
+        values[missing] = 0.0
+        for j in write:
+            out[rows, n_sem + columns[j]] = values[j]
+    out[:, -1] = in_field
+
+
+def _spectral_boxes(sources: dict, maps: dict, matrices: dict, y0: int, x0: int, shape,
+                    wanted_maps=None) -> dict:
+    """Per edge, what :func:`_spectral_into` needs for one tile, or None when the STXM field misses the tile:
+    the tile's bounding box of the field, the inverse of its SEM→STXM matrix, and the maps to resample (those
+    wanted, default all, and the ``*_valid`` ones, which define the field)."""
+    names = list(maps)
+    boxes = {}
+    for edge, (cols, filled, nans) in sources.items():
+        matrix = _tile_matrix(matrices[edge], y0, x0)
+        box = _field_box(matrix, filled.shape[1:], shape)
+        if box is None:
+            boxes[edge] = None
+            continue
+        keep = [k for k, i in enumerate(cols)
+                if wanted_maps is None or i in wanted_maps or names[i].endswith("_valid")]
+        columns = [cols[k] for k in keep]
+        boxes[edge] = (box, np.linalg.inv(_tile_matrix(matrix, box[0].start, box[1].start)), columns,
+                       np.ascontiguousarray(filled[keep]), np.ascontiguousarray(nans[keep]).reshape(len(keep), -1),
+                       [j for j, i in enumerate(columns) if names[i].endswith("_valid")],
+                       [j for j, i in enumerate(columns) if wanted_maps is None or i in wanted_maps])
+    return boxes
+
+
+def tile_sampler(normalised: np.ndarray, slices: tuple, pixel_size_nm: float, spec: FeatureSpec, maps: dict,
+                 matrices: dict, *, pyramid: dict | None = None, sources: dict | None = None,
+                 columns=None):
+    """Features of chosen pixels of one tile, computed for those pixels only.
+
+    The full-resolution scales are filtered on the whole tile (with its halo, as :func:`feature_tile`); the
+    pyramid scales are interpolated and the spectral maps resampled at the requested pixels only. The values
+    equal :func:`feature_tile`'s at those pixels, bit for bit (same arithmetic, element by element): a
+    classifier evaluated on a lattice of the tile and near class changes
+    (:meth:`segment.classifier.PixelClassifier.predict`) then pays for the features of those pixels only.
+
+    Parameters
+    ----------
+    normalised, slices, pixel_size_nm, spec, maps, matrices, pyramid
+        As :func:`feature_tile`.
+    sources : dict, optional
+        :func:`spectral_sources` of ``maps`` (computed when omitted: pass it when sampling many tiles).
+    columns : iterable of int, optional
+        Feature columns wanted (default all); the others are returned as 0. A classifier passes the
+        columns its trees split on.
+
+    Returns
+    -------
+    callable
+        ``at(yy, xx)`` with tile-local row and column indices (int arrays of equal length) returning the
+        feature rows, shape (n, n_features), float32.
+    """
+    if pyramid is None:
+        pyramid = sem_pyramid(normalised, pixel_size_nm, spec)
+    if sources is None:
+        sources = spectral_sources(maps)
+    n_feat = len(spec.names)
+    wanted = set(range(n_feat)) if columns is None else {int(c) for c in columns}
+    ys, xs = slices
+    ny, nx = normalised.shape
+    y0, y1, x0, x1 = ys.start, ys.stop, xs.start, xs.stop
+    n_per = _n_outputs(spec.sem_filters)
+    n_sem = 1 + n_per * len(spec.sem_scales_nm)
+    intensity = normalised[y0:y1, x0:x1]
+    # full-resolution scales: filtered on the tile and its halo (only the outputs wanted)
+    full, halo = {}, sem_halo_px(spec, pixel_size_nm)
+    smooth = _memo_smooth()
+
+    ya, xa = max(0, y0 - halo), max(0, x0 - halo)
+    yb, xb = min(ny, y1 + halo), min(nx, x1 + halo)
+    img = np.asarray(normalised[ya:yb, xa:xb], dtype=np.float32)
+    for i, scale in enumerate(spec.sem_scales_nm):
+        need = [j for j in range(n_per) if 1 + i * n_per + j in wanted]
+        if i in pyramid or not need:
+            continue
+        f = _scale_filters(img, _sigma_px(scale, pixel_size_nm), spec.sem_filters, smooth, need)
+        full[i] = (f.reshape(-1, n_per), np.array([j not in need for j in range(n_per)]))  # row-major rows
+    del smooth                                      # the smoothed tiles are not needed any more
+    coarse_rows = {i: (d, c.reshape(-1, n_per), c.shape[:2],
+                       np.array([1 + i * n_per + j not in wanted for j in range(n_per)]))
+                   for i, (d, c) in pyramid.items() if any(1 + i * n_per + j in wanted for j in range(n_per))}
+    boxes = _spectral_boxes(sources, maps, matrices, y0, x0, (y1 - y0, x1 - x0),
+                            {c - n_sem for c in wanted if n_sem <= c < n_feat - 1})
+
+    def at(yy, xx):
+        yy, xx = np.asarray(yy, np.intp), np.asarray(xx, np.intp)
+        n = yy.size
+        out = np.zeros((n, n_feat), np.float32)
+        if 0 in wanted:
+            out[:, 0] = intensity[yy, xx]
+        if full:
+            flat = (yy + (y0 - ya)) * (xb - xa) + (xx + (x0 - xa))
+            for i, (f, unwanted) in full.items():
+                val = f.take(flat, axis=0)
+                val[:, unwanted] = 0.0
+                out[:, 1 + i * n_per:1 + (i + 1) * n_per] = val
+        axes = {}
+        for i, (d, c, (ncy, ncx), unwanted) in coarse_rows.items():
+            if d not in axes:
+                cy0, cy1, ty = _upsample_axis(yy + y0, d, ncy)
+                cx0, cx1, tx = _upsample_axis(xx + x0, d, ncx)
+                axes[d] = (cy0 * ncx, cy1 * ncx, cx0, cx1, ty[:, None], tx[:, None])
+            ry0, ry1, cx0, cx1, ty, tx = axes[d]
+            r0 = c.take(ry0 + cx0, axis=0) * (1 - ty) + c.take(ry1 + cx0, axis=0) * ty
+            r1 = c.take(ry0 + cx1, axis=0) * (1 - ty) + c.take(ry1 + cx1, axis=0) * ty
+            val = r0 * (1 - tx)
+            val += r1 * tx
+            val[:, unwanted] = 0.0
+            out[:, 1 + i * n_per:1 + (i + 1) * n_per] = val
+        _spectral_into(out, yy, xx, n_sem, boxes)
+        return out
+
+    return at
+
+
+def _upsample_axis(u_px: np.ndarray, d: int, nc: int):
+    """:func:`_upsample`'s interpolation indices and weights at image coordinates ``u_px`` (same arithmetic)."""
+    u = (u_px - 0.5 * (d - 1)) / d
+    i0 = np.clip(np.floor(u).astype(int), 0, max(nc - 2, 0))
+    t = np.clip(u - i0, 0.0, 1.0).astype(np.float32) if nc > 1 else np.zeros(u.shape, np.float32)
+    return i0, np.minimum(i0 + 1, nc - 1), t
 
 
 def _field_box(matrix: np.ndarray, stxm_shape, tile_shape) -> tuple[slice, slice] | None:
@@ -610,46 +830,15 @@ def _field_box(matrix: np.ndarray, stxm_shape, tile_shape) -> tuple[slice, slice
     return slice(y0, y1), slice(x0, x1)
 
 
-def _with_spectral(sem: np.ndarray, maps: dict, matrices: dict, y0: int, x0: int) -> np.ndarray:
-    """Append the spectral maps, warped onto this tile of the SEM grid, and the STXM-field flag.
-
-    Only the part of the tile inside each edge's field (its bounding box) is resampled: outside it every
-    spectral feature is 0 and ``stxm_field`` is 0.
-    """
-    n_sem = sem.shape[2]
-    out = np.zeros(sem.shape[:2] + (n_sem + len(maps) + 1,), np.float32)
-    out[..., :n_sem] = sem
-    _add_spectral(out, n_sem, maps, matrices, y0, x0)
-    return out
-
-
-def _add_spectral(out: np.ndarray, n_sem: int, maps: dict, matrices: dict, y0: int, x0: int) -> None:
+def _add_spectral(out: np.ndarray, n_sem: int, maps: dict, matrices: dict, y0: int, x0: int,
+                  sources: dict | None = None) -> None:
     """Write the spectral columns and the STXM-field flag of a tile's feature array (zeros outside)."""
-    from .register import warp_to_sem
-
-    shape = out.shape[:2]
-    in_field = np.ones(shape, bool)
-    names = list(maps)
-    for edge in dict.fromkeys(edge for _, edge in maps.values()):
-        cols = [i for i, name in enumerate(names) if maps[name][1] == edge]
-        stackd = np.stack([maps[names[i]][0] for i in cols])
-        matrix = _tile_matrix(matrices[edge], y0, x0)
-        box = _field_box(matrix, stackd.shape[1:], shape)
-        if box is None:
-            in_field[:] = False
-            continue
-        ys, xs = box
-        inside = np.zeros(shape, bool)
-        warped = warp_to_sem(stackd, _tile_matrix(matrix, ys.start, xs.start),
-                             (ys.stop - ys.start, xs.stop - xs.start), order=1, cval=np.nan)
-        finite = np.isfinite(warped)
-        # the *_valid maps are NaN only outside the measured region; the quantities they qualify
-        # (egt2g, s_shift_ev) are NaN where invalid too, and warped without bleeding into neighbours
-        inside[ys, xs] = np.all([finite[j] for j, i in enumerate(cols) if names[i].endswith("_valid")], axis=0)
-        in_field &= inside
-        for j, i in enumerate(cols):
-            out[ys, xs, n_sem + i] = np.where(finite[j], warped[j], 0.0)
-    out[..., -1] = in_field
+    if sources is None:
+        sources = spectral_sources(maps)
+    h, w = out.shape[:2]
+    yy, xx = np.divmod(np.arange(h * w), w)
+    flat = out.reshape(h * w, out.shape[2])
+    _spectral_into(flat, yy, xx, n_sem, _spectral_boxes(sources, maps, matrices, y0, x0, (h, w)))
 
 
 def feature_image(sem_image: np.ndarray, pixel_size_nm: float, spec: FeatureSpec, maps: dict,
@@ -664,15 +853,20 @@ def feature_image(sem_image: np.ndarray, pixel_size_nm: float, spec: FeatureSpec
 
 def features_at(mask: np.ndarray, sem_image: np.ndarray, pixel_size_nm: float, spec: FeatureSpec,
                 maps: dict, matrices: dict, *, tile_px: int = 1024) -> np.ndarray:
-    """Features of the pixels where ``mask`` is True, in row-major order, shape (n, n_features), float32."""
+    """Features of the pixels where ``mask`` is True, in row-major order, shape (n, n_features), float32.
+
+    Equal to the pixels' rows of :func:`feature_image`; computed at those pixels only (:func:`tile_sampler`),
+    tile by tile.
+    """
     mask = np.asarray(mask, bool)
-    nx = mask.shape[1]
-    parts, flat = [], []
-    for (ys, xs), tile in iter_feature_tiles(sem_image, pixel_size_nm, spec, maps, matrices,
-                                             tile_px=tile_px, mask=mask):
-        yy, xx = np.nonzero(mask[ys, xs])
-        parts.append(tile[yy, xx])
-        flat.append((yy + ys.start) * nx + (xx + xs.start))
-    if not parts:
-        return np.empty((0, len(spec.names)), np.float32)
-    return np.concatenate(parts)[np.argsort(np.concatenate(flat), kind="stable")]
+    yy, xx = np.nonzero(mask)
+    out = np.empty((yy.size, len(spec.names)), np.float32)
+    if not yy.size:
+        return out
+    norm, _ = normalise_sem(sem_image, spec.sem_percentiles)
+    pyramid, sources = sem_pyramid(norm, pixel_size_nm, spec), spectral_sources(maps)
+    for ys, xs in tile_slices(norm.shape, tile_px, mask):
+        sel = np.flatnonzero((yy >= ys.start) & (yy < ys.stop) & (xx >= xs.start) & (xx < xs.stop))
+        at = tile_sampler(norm, (ys, xs), pixel_size_nm, spec, maps, matrices, pyramid=pyramid, sources=sources)
+        out[sel] = at(yy[sel] - ys.start, xx[sel] - xs.start)
+    return out

@@ -194,3 +194,36 @@ def test_feature_tile_equals_iterated_tiles():
     for (sl, tile), other in zip(iter_feature_tiles(sem, 10.0, spec, maps, mats, tile_px=40, mask=mask), slices):
         assert sl == other
         np.testing.assert_array_equal(tile, feature_tile(norm, sl, 10.0, spec, maps, mats))
+
+
+@pytest.mark.parametrize("tile_px", [96, 40])
+def test_tile_sampler_equals_feature_tile_bit_for_bit(tile_px):
+    """Features sampled at chosen pixels (lattice + boundary pixels in prediction) are those of the whole tile,
+    exactly; columns not asked for are 0 and the others unchanged."""
+    from segment.features import feature_tile, sem_pyramid, spectral_sources, tile_sampler, tile_slices
+
+    sem, _, _ = scene()
+    ni, s, pos = stxm_maps()
+    ods, eg, se = spectral_inputs(ni, s, pos)
+    ods["S-L"].metadata["valid_region"] = np.arange(34)[None, :] < 30 + np.zeros((34, 1), bool)
+    spec = FeatureSpec(sem_scales_nm=(10.0, 20.0, 40.0))
+    maps = spectral_maps(ods, spec, egt2g=eg, s_edge=se)
+    mats = {"Ni-L": MATRIX, "S-L": MATRIX @ np.array([[1.0, 0, 0.4], [0, 1.0, -0.3], [0, 0, 1]])}
+    norm = normalise_sem(sem)[0]
+    pyramid, sources = sem_pyramid(norm, 10.0, spec), spectral_sources(maps)
+    rng = np.random.default_rng(1)
+    some = [0, 3, 8, len(spec.names) - 4, len(spec.names) - 1]
+    lean = sem_pyramid(norm, 10.0, spec, columns=some, n_threads=2)
+    for sl in tile_slices(sem.shape, tile_px):
+        tile = feature_tile(norm, sl, 10.0, spec, maps, mats, pyramid=pyramid)
+        h, w = tile.shape[:2]
+        yy, xx = rng.integers(0, h, 500), rng.integers(0, w, 500)
+        at = tile_sampler(norm, sl, 10.0, spec, maps, mats, pyramid=pyramid, sources=sources)
+        np.testing.assert_array_equal(at(yy, xx), tile[yy, xx])
+        part = tile_sampler(norm, sl, 10.0, spec, maps, mats, pyramid=pyramid, sources=sources, columns=some)(yy, xx)
+        np.testing.assert_array_equal(part[:, some], tile[yy, xx][:, some])
+        others = np.setdiff1d(np.arange(len(spec.names)), some)
+        assert not part[:, others].any()
+        # a pyramid of the wanted columns only, computed in two threads, serves the same sampler
+        again = tile_sampler(norm, sl, 10.0, spec, maps, mats, pyramid=lean, sources=sources, columns=some)(yy, xx)
+        np.testing.assert_array_equal(again, part)
