@@ -406,6 +406,22 @@ def _normalised_average(cube: np.ndarray, mask: np.ndarray, sigma_px: float) -> 
     return out, wsum
 
 
+def _open_disk(mask: np.ndarray, radius: int) -> np.ndarray:
+    """``ndimage.binary_opening(mask, structure=skimage.morphology.disk(radius))``, from two distance transforms.
+
+    A pixel survives the erosion when no background pixel (nor any pixel beyond the image border:
+    ``border_value=0``) lies within ``radius``, i.e. its exact Euclidean distance to the background
+    exceeds ``radius``; the dilation adds every pixel within ``radius`` of a survivor. Distances between
+    pixel centres are square roots of integers, so both comparisons are exact and the result is the same
+    pixel for pixel, at a cost independent of the radius (the direct opening grows as its square).
+    """
+    padded = np.pad(np.asarray(mask, bool), 1)            # the outside of the image is background
+    eroded = ndimage.distance_transform_edt(padded) > radius
+    if not eroded.any():
+        return np.zeros(np.shape(mask), bool)
+    return (ndimage.distance_transform_edt(~eroded) <= radius)[1:-1, 1:-1]
+
+
 def split_empty(empty: np.ndarray, pixel_size_nm: float, *, lamella_edge_nm: float = 1000.0,
                 neck_nm: float = 150.0, vacuum: np.ndarray | None = None,
                 field: np.ndarray | None = None) -> np.ndarray:
@@ -438,8 +454,6 @@ def split_empty(empty: np.ndarray, pixel_size_nm: float, *, lamella_edge_nm: flo
     ndarray of bool
         True where empty and outside.
     """
-    from skimage.morphology import disk
-
     empty = np.asarray(empty, bool)
     if not empty.any():
         return np.zeros(empty.shape, bool)
@@ -462,7 +476,7 @@ def split_empty(empty: np.ndarray, pixel_size_nm: float, *, lamella_edge_nm: flo
     # proper is the union of discs half that length across which fit in the empty mask (the field
     # border is not a wall: the mask is padded by replication)
     r = max(int(lamella_edge_nm / 4.0 / float(pixel_size_nm)), 1)
-    core = ndimage.binary_opening(np.pad(empty, r + 1, mode="edge"), structure=disk(r))
+    core = _open_disk(np.pad(empty, r + 1, mode="edge"), r)
     core = core[r + 1:-r - 1, r + 1:-r - 1] & empty
     core_lab, n_core = ndimage.label(core)
     seeds = outside_ids(core_lab, n_core)[core_lab]
@@ -825,11 +839,36 @@ def _sem_features(sem: np.ndarray, pixel_size_nm: float) -> np.ndarray:
     return multiscale_basic_features(img, sigma_min=1.0, sigma_max=sigma_max, num_sigma=5).astype(np.float32)
 
 
+def _gaussian_filter_fft(images, sigma_px: float, truncate: float = 4.0):
+    """``ndimage.gaussian_filter(image, sigma_px)`` (mode ``"reflect"``, kernel truncated at ``truncate``
+    sigma) of each 2-D image in ``images``, by FFT: the same truncated, normalised kernel and the same
+    boundary extension, equal to the direct filter up to rounding (~1e-15 relative), at a cost independent
+    of the kernel width (the direct filter's grows with it: 2·4σ + 1 taps per pixel and axis)."""
+    from scipy import fft
+
+    images = [np.asarray(im, dtype=float) for im in images]
+    radius = int(truncate * float(sigma_px) + 0.5)
+    x = np.arange(-radius, radius + 1, dtype=float)
+    phi = np.exp(-0.5 / float(sigma_px) ** 2 * x ** 2)
+    phi /= phi.sum()
+    ny, nx = images[0].shape
+    # the reflect extension (d c b a | a b c d | d c b a) is numpy's "symmetric" pad; a circular
+    # convolution as long as the padded image wraps nothing into the pixels kept
+    n0, n1 = fft.next_fast_len(ny + 2 * radius), fft.next_fast_len(nx + 2 * radius, real=True)
+    kernel = fft.fft(phi, n0)[:, None] * fft.rfft(phi, n1)[None, :]
+    out = []
+    for im in images:
+        padded = np.pad(im, radius, mode="symmetric")
+        conv = fft.irfft2(fft.rfft2(padded, (n0, n1)) * kernel, (n0, n1))
+        out.append(conv[2 * radius:2 * radius + ny, 2 * radius:2 * radius + nx])
+    return out
+
+
 def _local_level(image, mask, sigma_px):
     """Local mean of ``image`` over ``mask`` (Gaussian-weighted, width ``sigma_px``); global median where
-    the mask has no weight nearby."""
-    num = ndimage.gaussian_filter(np.where(mask, image, 0.0), sigma_px)
-    den = ndimage.gaussian_filter(mask.astype(float), sigma_px)
+    the mask has no weight nearby. (The level only ever decides which side of a threshold a pixel is on:
+    the Gaussians are taken by FFT, :func:`_gaussian_filter_fft`, since they are tens of pixels wide.)"""
+    num, den = _gaussian_filter_fft([np.where(mask, image, 0.0), mask.astype(float)], sigma_px)
     glob = float(np.median(image[mask]))
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(den > 1e-3, num / den, glob)
@@ -1146,10 +1185,15 @@ def snap_nmc_boundaries(label: np.ndarray, sem_image: np.ndarray, pixel_size_nm:
     return out
 
 
+MIN_THICKNESS_CERTAINTY = 0.16
+"""Least measured share of the along-surface smoothing weight for a thickness (one smoothing sigma beyond the
+last measured pixel of a straight surface; :func:`interphase_thickness_map`)."""
+
+
 def interphase_thickness_map(nmc: np.ndarray, electrolyte: np.ndarray, interphase_fraction: np.ndarray,
                              pixel_size_nm: float, *, max_nm: float = 450.0,
                              smooth_nm: float = 50.0, certainty: np.ndarray | None = None,
-                             min_certainty: float = 0.16) -> np.ndarray:
+                             min_certainty: float = MIN_THICKNESS_CERTAINTY) -> np.ndarray:
     """Local interphase thickness at each NMC surface pixel from an interphase-fraction map.
 
     Every electrolyte-side pixel within ``max_nm`` of NMC hands its interphase fraction to its nearest
@@ -1192,12 +1236,22 @@ def interphase_thickness_map(nmc: np.ndarray, electrolyte: np.ndarray, interphas
     >>> float(np.round(t[10, 19], 6))
     50.0
     """
+    geometry = _thickness_geometry(nmc, electrolyte, pixel_size_nm, max_nm=max_nm, smooth_nm=smooth_nm,
+                                   certainty=certainty, min_certainty=min_certainty)
+    return _thickness_from_geometry(geometry, interphase_fraction)
+
+
+def _thickness_geometry(nmc, electrolyte, pixel_size_nm, *, max_nm, smooth_nm, certainty, min_certainty,
+                        nearest=None) -> dict:
+    """What :func:`interphase_thickness_map` computes from the class masks alone (not from the fractions):
+    which electrolyte-side pixel hands its fraction to which NMC surface pixel, and the normalisation of
+    the smoothing. Computed once, it serves every fraction map on the same masks
+    (:func:`fit_interphase_thickness` evaluates one per iteration). ``nearest``: the precomputed
+    ``distance_transform_edt(~nmc, return_indices=True)``."""
     px = float(pixel_size_nm)
-    dist, (iy, ix) = ndimage.distance_transform_edt(~nmc, return_indices=True)
+    dist, (iy, ix) = nearest if nearest is not None else ndimage.distance_transform_edt(~nmc, return_indices=True)
     cand = electrolyte & ~nmc & (dist * px <= max_nm)
     flat_near = (iy * nmc.shape[1] + ix)[cand]
-    acc = np.bincount(flat_near, weights=np.clip(interphase_fraction[cand], 0, 1) * px,
-                      minlength=nmc.size).reshape(nmc.shape)
     surface = nmc & ~ndimage.binary_erosion(nmc, border_value=1)
     # only the surface pixels that received something from the electrolyte side count as that surface
     n_in = np.bincount(flat_near, minlength=nmc.size).reshape(nmc.shape)
@@ -1210,12 +1264,22 @@ def interphase_thickness_map(nmc: np.ndarray, electrolyte: np.ndarray, interphas
         with np.errstate(invalid="ignore", divide="ignore"):
             cert = np.where(receiving, n_meas / np.maximum(n_in, 1), 0.0)
     sig = max(smooth_nm / px, 0.5)
-    num = ndimage.gaussian_filter(acc, sig, mode="constant")
     den = ndimage.gaussian_filter(cert, sig, mode="constant")
     reach = ndimage.gaussian_filter(receiving.astype(float), sig, mode="constant")
     with np.errstate(invalid="ignore", divide="ignore"):
         known = receiving & (den > 1e-6) & (den >= min_certainty * reach)
-        t = np.where(known, num / den, 0.0)
+    return {"px": px, "shape": nmc.shape, "cand": cand, "flat_near": flat_near, "sigma_px": sig, "den": den,
+            "known": known}
+
+
+def _thickness_from_geometry(geometry: dict, interphase_fraction: np.ndarray) -> np.ndarray:
+    """:func:`interphase_thickness_map` of one fraction map on precomputed :func:`_thickness_geometry`."""
+    px, shape, cand = geometry["px"], geometry["shape"], geometry["cand"]
+    acc = np.bincount(geometry["flat_near"], weights=np.clip(interphase_fraction[cand], 0, 1) * px,
+                      minlength=cand.size).reshape(shape)
+    num = ndimage.gaussian_filter(acc, geometry["sigma_px"], mode="constant")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = np.where(geometry["known"], num / geometry["den"], 0.0)
     return t.astype(np.float32)
 
 
@@ -1296,16 +1360,19 @@ def fit_interphase_thickness(nmc: np.ndarray, electrolyte: np.ndarray, interphas
     # amounts are normalised by it (unmeasured is unknown, not "no interphase")
     known = np.ones(stxm_shape, bool) if known is None else np.asarray(known, bool)
     certainty = warp_to_sem(known.astype(float), matrix, shape, order=1, cval=0.0)
+    nearest = ndimage.distance_transform_edt(~nmc, return_indices=True)
+    dist, (iy, ix) = nearest
+    # the masks do not change between iterations: what depends on them alone is computed once
+    geometry = _thickness_geometry(nmc, electrolyte, sem_pixel_nm, max_nm=max_nm, smooth_nm=smooth_nm,
+                                   certainty=certainty, min_certainty=MIN_THICKNESS_CERTAINTY, nearest=nearest)
 
     def amount(f_stxm):
         f_sem = warp_to_sem(np.where(measured, f_stxm, 0.0), matrix, shape, order=1, cval=0.0)
-        return interphase_thickness_map(nmc, electrolyte, np.nan_to_num(f_sem), sem_pixel_nm, max_nm=max_nm,
-                                        smooth_nm=smooth_nm, certainty=certainty)
+        return _thickness_from_geometry(geometry, np.nan_to_num(f_sem))
 
     a_meas = amount(interphase_fraction)
     surface = a_meas > 0
     sigma_nm = np.hypot(psf_fwhm_nm / 2.3548, stxm_pixel_nm / np.sqrt(12.0))
-    dist, (iy, ix) = ndimage.distance_transform_edt(~nmc, return_indices=True)
     depth_nm = (dist - 0.5) * sem_pixel_nm
     t = a_meas.astype(float)
     for _ in range(n_iter):

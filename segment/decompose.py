@@ -363,23 +363,28 @@ def nnls_fit(od: np.ndarray, references: np.ndarray, *, constant: bool = True,
     const_idx = [n_ref] if constant else []
     for size in range(0, n_ref + 1):
         for subset in combinations(range(n_ref), size):
-            idx = list(subset) + const_idx
-            coef = np.zeros((n_pix, n_cols))
-            if idx:
-                g = np.broadcast_to(gram[:, idx][:, :, idx], (n_pix, len(idx), len(idx))) \
-                    if gram.shape[0] == 1 else gram[:, idx][:, :, idx]
+            idx = np.array(list(subset) + const_idx, dtype=np.intp)
+            if idx.size:
+                g = gram[:, idx[:, None], idx[None, :]]
+                if gram.shape[0] == 1:
+                    g = np.broadcast_to(g, (n_pix, idx.size, idx.size))
                 bb = rhs[:, idx]
-                g = g + np.eye(len(idx)) * 1e-12 * np.trace(g, axis1=1, axis2=2)[:, None, None]
+                g = g + np.eye(idx.size) * 1e-12 * np.trace(g, axis1=1, axis2=2)[:, None, None]
                 sol = np.linalg.solve(g, bb[..., None])[..., 0]
-                coef[:, idx] = sol
                 # rss = x'Wx - 2 c'b + c'Gc = x'Wx - c'b at the optimum
                 rss = xx - np.sum(sol * bb, axis=1)
+                # the subset's coefficients come first in ``idx`` (the constant last, any sign)
+                better = np.all(sol[:, :size] >= 0, axis=1) & (rss < best_rss)
             else:
-                rss = xx.copy()
-            feasible = np.all(coef[:, list(subset)] >= 0, axis=1) if size else np.ones(n_pix, bool)
-            better = feasible & (rss < best_rss)
-            best_rss[better] = rss[better]
-            best_coef[better] = coef[better]
+                sol, rss = None, xx
+                better = rss < best_rss
+            if not better.any():
+                continue
+            rows = np.flatnonzero(better)
+            best_rss[rows] = rss[rows]
+            best_coef[rows] = 0.0
+            if sol is not None:
+                best_coef[rows[:, None], idx[None, :]] = sol[rows]
     best_a = best_coef[:, :n_ref]
     best_c = best_coef[:, n_ref] if constant else np.zeros(n_pix)
     model = np.einsum("pj,pjf->pf", best_a, refs_p) if per_pixel else best_a @ refs_p[0]

@@ -417,3 +417,33 @@ def test_thickness_map_carries_measured_amount_past_the_field_edge():
     assert np.allclose(t_known[100:108, 19], 50.0, atol=0.5)        # within 0.8 sigma: carried over
     assert (t_known[125:, 19] == 0).all()                            # beyond the reach: unknown, no band
     assert t_blind[99, 19] < 30.0
+
+
+# --------------------------------------------------------------------------------------------------
+# fast equivalents used for speed (issue 8): they must give what the direct computations give
+# --------------------------------------------------------------------------------------------------
+
+def test_open_disk_equals_binary_opening_with_a_disk():
+    from skimage.morphology import disk
+
+    from segment.assign import _open_disk
+
+    rng = np.random.default_rng(3)
+    for trial in range(60):
+        ny, nx = rng.integers(4, 70, 2)
+        r = int(rng.integers(1, 12))
+        mask = ndimage.gaussian_filter(rng.random((ny, nx)), rng.uniform(0.5, 4.0)) > rng.uniform(0.4, 0.6)
+        if trial % 10 == 0:
+            mask[:] = trial % 20 == 0          # all set / all clear
+        assert np.array_equal(_open_disk(mask, r), ndimage.binary_opening(mask, structure=disk(r))), (trial, r)
+
+
+@pytest.mark.parametrize("shape, sigma", [((120, 90), 11.3), ((40, 33), 9.0), ((12, 15), 9.0), ((50, 60), 0.8)])
+def test_gaussian_filter_fft_equals_the_direct_filter(shape, sigma):
+    from segment.assign import _gaussian_filter_fft
+
+    rng = np.random.default_rng(4)
+    image = ndimage.gaussian_filter(rng.random(shape), 2.0) * 50.0 + (rng.random(shape) > 0.7)
+    direct = ndimage.gaussian_filter(image, sigma)           # mode "reflect", truncate 4 (kernel wider than
+    fast, = _gaussian_filter_fft([image], sigma)             # the image in two cases)
+    assert np.max(np.abs(fast - direct)) <= 1e-12 * np.max(np.abs(direct))
