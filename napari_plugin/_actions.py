@@ -327,11 +327,17 @@ def lamella_maps(sem_layer, stack_layers) -> dict:
         ``sem`` (SemImage), ``od_stacks`` and ``registrations`` (by edge), ``egt2g`` and ``s_edge`` (maps on the
         native grids, None without that edge).
     """
+    from segment.errors import CeimapInputError
+    from segment.lamella import Lamella, check_lamella
     from segment.pipeline import NI_EDGE, S_EDGE
     from segment.spectra import egt2g_map, s_edge_map
 
     sem = sem_from_layer(sem_layer)
     stacks, registrations = _stack_layers_by_edge(stack_layers)
+    try:  # what `ceimap run` refuses before processing (each edge's energies, field sizes), refused here too
+        check_lamella(Lamella(name="napari", sample="", sem=sem, stacks=stacks), required_edges=())
+    except CeimapInputError as exc:
+        raise LayerError(str(exc)) from None
     return {"sem": sem, "od_stacks": stacks, "registrations": registrations,
             "egt2g": egt2g_map(stacks[NI_EDGE]) if NI_EDGE in stacks else None,
             "s_edge": s_edge_map(stacks[S_EDGE]) if S_EDGE in stacks else None}

@@ -21,6 +21,10 @@ import numpy as np
 from scipy import ndimage
 
 
+class RegistrationError(RuntimeError):
+    """The automatic registration found no transform (every start failed)."""
+
+
 @dataclass(frozen=True)
 class Registration:
     """The transform from one STXM grid to the SEM grid (or to another STXM grid).
@@ -494,7 +498,7 @@ def _template_start(stxm: np.ndarray, scale: float, rotation_deg: float, fixed_n
 def register_stxm_to_sem(stxm_image: np.ndarray, stxm_pixel_nm: float, sem_image: np.ndarray,
                          sem_pixel_nm: float, initial: np.ndarray | None = None, transform: str = "similarity",
                          *, rotations_deg=(0.0, -4.0, 4.0, -8.0, 8.0), working_pixel_nm: float | None = None,
-                         n_bins: int = 32, seed: int = 1) -> Registration:
+                         n_bins: int = 32, seed: int = 1, chance_test: bool = True) -> Registration:
     """Automatic multimodal registration of an STXM image onto the SEM image.
 
     Method: SimpleITK, Mattes mutual information (so any monotone or non-monotone relation of the two
@@ -533,13 +537,22 @@ def register_stxm_to_sem(stxm_image: np.ndarray, stxm_pixel_nm: float, sem_image
     seed : int
         Seed of the metric's sampling (ITK perturbs the regular sampling grid randomly). Must be
         positive: SimpleITK reads 0 as "seed from the wall clock", which makes runs differ.
+    chance_test : bool
+        Also test whether the match is better than chance (:func:`registration_chance_test`, result in
+        ``metrics["chance"]``; :func:`require_better_than_chance` refuses on it).
 
     Returns
     -------
     Registration
         ``quality``: symmetric uncertainty ``2·MI/(H_SEM + H_STXM)`` in [0, 1] of the SEM working image
         and the STXM image warped onto it (0: unrelated, 1: one determines the other);
-        ``metrics``: final Mattes value, NMI, scale, rotation_deg, translation, start, per-start values.
+        ``metrics``: final Mattes value, NMI, scale, rotation_deg, translation, start, per-start values,
+        ``chance`` (the chance test).
+
+    Raises
+    ------
+    RegistrationError
+        No start converged (e.g. too few metric samples in any overlap).
     """
     import SimpleITK as sitk
 
@@ -641,8 +654,9 @@ def register_stxm_to_sem(stxm_image: np.ndarray, stxm_pixel_nm: float, sem_image
             skipped = [n for n, _ in starts[i + 1:]]
             break
     if best is None:
-        raise RuntimeError("registration failed from every start: " + "; ".join(
-            s.get("error", "") for s in per_start))
+        errors = list(dict.fromkeys(s.get("error", "") for s in per_start))  # distinct, in order
+        raise RegistrationError(f"the automatic registration failed from every start ({len(per_start)} tried; "
+                                f"ITK: {'; '.join(errors)})")
     tx, value, start_name = best
     if coarse:                                       # the winner on the working grid itself
         try:
@@ -693,7 +707,166 @@ def register_stxm_to_sem(stxm_image: np.ndarray, stxm_pixel_nm: float, sem_image
         "translation_sem_px": matrix[:2, 2].tolist(), "working_pixel_nm": fixed_px,
         "overlap_fraction": float(np.isfinite(warped).mean()), "refined_at_sem_pixel": refined,
     }
+    if chance_test:
+        metrics["chance"] = registration_chance_test(stxm, stxm_pixel_nm, sem_image, sem_pixel_nm, matrix)
     return Registration(matrix=matrix, quality=float(su), method=method, metrics=metrics)
+
+
+CHANCE_ALPHA = 0.01
+"""Significance of each of the two statistics of :func:`registration_chance_test` (a match must pass both)."""
+
+
+def _dihedral_surrogates(image: np.ndarray) -> list:
+    """The seven images the STXM image becomes when turned by 90°, 180°, 270° or mirrored (not itself)."""
+    return [np.rot90(image, 1), np.rot90(image, 2), np.rot90(image, 3), image[::-1], image[:, ::-1],
+            image.T, np.rot90(image, 2).T]
+
+
+def _prediction_test(values, alpha: float) -> dict:
+    """Is ``values[0]`` above the upper ``1 − alpha`` t prediction bound of ``values[1:]``?"""
+    from scipy import stats
+
+    observed, null = float(values[0]), np.asarray(values[1:], float)
+    null = null[np.isfinite(null)]                  # a copy placed with too small an overlap has no value
+    n = null.size
+    if n < 3:
+        return {"observed": observed, "null": null.tolist(), "better_than_chance": True,
+                "note": f"not tested: only {n} of the turned/mirrored copies could be measured"}
+    mean, sd = float(null.mean()), float(null.std(ddof=1))
+    spread = max(sd, 1e-12) * np.sqrt(1.0 + 1.0 / n)
+    threshold = mean + float(stats.t.ppf(1.0 - alpha, n - 1)) * spread
+    return {"observed": observed, "null": null.tolist(), "null_mean": mean, "null_sd": sd,
+            "threshold": float(threshold), "margin": float(observed - threshold),
+            "z": float((observed - mean) / max(sd, 1e-12)),
+            "p_value": float(stats.t.sf((observed - mean) / spread, n - 1)),
+            "better_than_chance": bool(observed > threshold)}
+
+
+def registration_chance_test(stxm_image: np.ndarray, stxm_pixel_nm: float, sem_image: np.ndarray,
+                             sem_pixel_nm: float, matrix: np.ndarray, alpha: float = CHANCE_ALPHA,
+                             n_bins: int = 32) -> dict:
+    """Does the STXM image match the SEM better than an STXM image of another place would?
+
+    A registration always finds *some* best match, even between images of two different places, and its
+    similarity is a maximum over the search (translations, rotations, scale): compared with the similarity
+    of arbitrary placements it always looks good. The null distribution must therefore come from the same
+    search applied to images that share every property of the STXM image but their correspondence with the
+    SEM. These are the STXM image turned by 90°, 180°, 270° and mirrored (7 surrogates: same content, grey
+    values, noise, texture and field size; the registration never turns or mirrors by such angles, so they
+    cannot match where the image does, unless the scene is symmetric).
+
+    The same search is run for the image and each surrogate: on a grid of the STXM pixel (the STXM resolves
+    no finer), rotated and scaled as the registration found, the translation maximising the normalised
+    cross-correlation of the gradient-magnitude images of SEM and STXM (exhaustive, by FFT). Two statistics
+    of the placement found:
+
+    * ``edge_correlation``: that peak correlation (edges coincide in both modalities whatever their
+      contrasts);
+    * ``mutual_information``: the symmetric uncertainty ``2·MI/(H_SEM + H_STXM)`` of the SEM and the image
+      placed there (any relation between the grey values of the two modalities); histogram bins from the
+      overlap (about 10 samples per joint bin); copies overlapping the SEM less than half as much as the
+      image are left out (MI over a small corner is not comparable).
+
+    Each is better than chance when the image's value exceeds the upper ``1 − alpha`` prediction bound of
+    the surrogates' values, ``mean + t(1 − alpha, n − 1) · sd · √(1 + 1/n)`` (exact for normally
+    distributed values: an image of another place then passes with probability ``alpha``); the registration
+    is better than chance when both are (the edge correlation alone when fewer than 3 copies can be measured
+    for the MI). Measured on generated, example and real-shape lamellae (docs/bad_input.md): either
+    statistic alone let 3 of 38 images of another place through (images sharing a layout, e.g. the vacuum
+    on the same side, sit above the turned copies more often than the bound says), both together none of
+    38; no true pair of 40 was refused.
+
+    Parameters
+    ----------
+    stxm_image : ndarray (ny, nx)
+        The image registered (NaN-free).
+    stxm_pixel_nm, sem_pixel_nm : float
+    sem_image : ndarray
+    matrix : ndarray (3, 3)
+        The registration found (STXM pixel → SEM pixel).
+    alpha : float
+        Significance of each statistic.
+    n_bins : int
+        Most histogram bins of the mutual information (fewer on small overlaps: about 10 samples per joint
+        bin).
+
+    Returns
+    -------
+    dict
+        ``method`` (in words), ``alpha``, ``mi_bins`` (histogram bins of each image's MI), ``edge_correlation`` and ``mutual_information`` (each:
+        ``observed``, ``null`` (the 7 surrogates' values), ``null_mean``, ``null_sd``, ``threshold`` (the
+        prediction bound), ``margin`` (observed − threshold), ``z`` ((observed − null_mean) / null_sd),
+        ``p_value`` (one-sided, from the prediction distribution), ``better_than_chance``), and
+        ``better_than_chance`` (both).
+    """
+    stxm = np.asarray(stxm_image, float)
+    stxm = np.where(np.isfinite(stxm), stxm, np.nanmedian(stxm))
+    work_nm = max(float(sem_pixel_nm), float(stxm_pixel_nm))
+    fixed_np, fixed_px = _prepare_fixed(sem_image, sem_pixel_nm, work_nm)
+    a = np.asarray(matrix, float)[:2, :2]
+    scale = pixel_scale(matrix) * float(sem_pixel_nm) / fixed_px          # working px per STXM px
+    rotation = float(np.degrees(np.arctan2(a[1, 0] - a[0, 1], a[0, 0] + a[1, 1])))
+    sigma = max(1.0, 0.5 * float(stxm_pixel_nm) / fixed_px)
+    peaks, mis, bins_used, overlaps = [], [], [], []
+    for image in [stxm] + _dihedral_surrogates(stxm):
+        m, peak = _template_start(image, scale, rotation, fixed_np, sigma)
+        peaks.append(peak)
+        warped = warp_to_sem(image, m, fixed_np.shape, order=1)
+        # a histogram's MI is biased up by ~(bins − 1)² / 2N for N overlapping pixels: about 10 samples per
+        # joint bin keeps that bias the same for every placement, small overlaps and small fields included
+        overlaps.append(int(np.isfinite(warped).sum()))
+        bins = int(np.clip(np.sqrt(overlaps[-1] / 10.0), 4, n_bins))
+        bins_used.append(bins)
+        mis.append(_normalised_mi(fixed_np, warped, bins)[0])
+    # MI over a few hundred pixels of a partial overlap is not comparable with MI over the whole field (a
+    # corner of two images can share a layout by chance): copies placed with less than half the image's
+    # overlap do not enter the MI null
+    mis = [v if k == 0 or overlaps[k] >= 0.5 * overlaps[0] else np.nan for k, v in enumerate(mis)]
+    edges, info = _prediction_test(peaks, alpha), _prediction_test(mis, alpha)
+    return {
+        "method": "the STXM image and its 7 copies turned by 90/180/270 degrees or mirrored (the null), each "
+                  "placed on the SEM (STXM-pixel grid, the registration's rotation and scale) at the translation "
+                  "of peak gradient-magnitude correlation; edge correlation and symmetric uncertainty there, "
+                  "each above the copies' t prediction bound",
+        "alpha": float(alpha), "mi_bins": bins_used, "overlap_px": overlaps, "edge_correlation": edges, "mutual_information": info,
+        "better_than_chance": bool(edges["better_than_chance"] and info["better_than_chance"]),
+    }
+
+
+def require_better_than_chance(registration: Registration, stxm_path, sem_path, edge: str = "STXM") -> None:
+    """Refuse a registration that matches no better than chance: the files show different places.
+
+    Parameters
+    ----------
+    registration : Registration
+        With ``metrics["chance"]`` (:func:`registration_chance_test`); without it nothing is checked.
+    stxm_path, sem_path : str or path-like
+        The files, named in the message.
+    edge : str
+
+    Raises
+    ------
+    segment.errors.CeimapInputError
+        Naming both files, what was measured, the chance level and the significance.
+    """
+    from .errors import CeimapInputError
+
+    test = (registration.metrics or {}).get("chance")
+    if not test or test["better_than_chance"]:
+        return
+    parts = []
+    for key, name in (("edge_correlation", "edge correlation"), ("mutual_information", "mutual information")):
+        t = test[key]
+        if "null_mean" not in t:
+            parts.append(f"{name}: {t.get('note', 'not tested')}")
+            continue
+        verdict = "" if t["better_than_chance"] else ", not above"
+        parts.append(f"{name} {t['observed']:.2f} vs {t['null_mean']:.2f} ± {t['null_sd']:.2f} for the STXM "
+                     f"image turned or mirrored (bound {t['threshold']:.2f}{verdict})")
+    raise CeimapInputError(
+        f"the {edge} STXM image and the SEM image {sem_path} do not show the same place: their best "
+        f"registration matches no better than chance at significance {test['alpha']:g} "
+        f"({'; '.join(parts)}); check that the files belong to the same lamella", path=stxm_path)
 
 
 def register_stacks(moving_stack_image: np.ndarray, moving_pixel_nm: float, fixed_stack_image: np.ndarray,

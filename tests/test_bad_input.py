@@ -378,34 +378,6 @@ def test_sem_and_stxm_fields_of_incompatible_size(ceimap, tmp_path):
     refused(result, outdir(tmp_path), stack, "1000-fold", "check the pixel sizes")
 
 
-def _disks(seed, n=160):
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:n, :n]
-    img = np.zeros((n, n))
-    for _ in range(6):
-        cy, cx = rng.uniform(15, n - 15, 2)
-        img[np.hypot(yy - cy, xx - cx) < rng.uniform(8, 22)] = 1.0
-    return img
-
-
-@pytest.mark.parametrize("seed", [0, 1])
-def test_sem_of_another_place_is_not_refused_but_registers_with_low_quality(seed):
-    """Documented limit: fields of the same size that show different places cannot be told from the files;
-    the registration's quality figure (registration.json, report) is what shows it."""
-    from scipy import ndimage
-
-    from segment.register import register_stxm_to_sem
-
-    noise = np.random.default_rng(seed)
-    right, other = _disks(seed), _disks(seed + 100)
-    sems = [(80 + 120 * ndimage.gaussian_filter(img, 1) + noise.normal(0, 5, img.shape)).astype(np.float32)
-            for img in (right, other)]
-    stxm = ndimage.gaussian_filter(right, 2).reshape(40, 4, 40, 4).mean(axis=(1, 3)) + noise.normal(0, .03, (40, 40))
-    good, bad = (register_stxm_to_sem(stxm, 40.0, sem, 10.0) for sem in sems)
-    assert good.metrics["scale_sem_px_per_stxm_px"] == pytest.approx(4.0, rel=0.01)
-    assert good.quality > bad.quality + 0.1
-
-
 def test_non_square_stxm_pixels(ceimap, tmp_path):
     stack = B.write_h5(tmp_path)
     with h5py.File(stack, "r+") as fh:

@@ -303,3 +303,21 @@ def test_preview_lattice_matches_the_screen():
     assert act.preview_step((300, 400), 0.5) == 1  # zoomed in: every pixel
     rows, cols = act._lattice((slice(10, 21), slice(0, 4)), 4)
     assert rows.tolist() == [12, 16, 20] and cols.tolist() == [2]
+
+
+def test_viewer_lamella_is_checked_like_ceimap_run():
+    """The viewer's lamella passes segment.lamella.check_lamella (as `ceimap run` does) before any map is made."""
+    matrix = similarity_matrix(STXM_PX / SEM_PX, 0.0, (1.5, 1.5))
+    sem = as_layer(sem_layer(SemImage(np.zeros((160, 160), np.float32), SEM_PX, "user", "sem.tif")))
+    stack, _ = od_scene(n_energy=4)                       # 4 energies within the Ni L3 window: the fit needs 8
+    with pytest.raises(act.LayerError, match="needs at least 8 energies within 845–856 eV"):
+        act.pipeline_result(sem, [as_layer(stack_layer(stack, matrix=matrix, sem_pixel_nm=SEM_PX))])
+    stack, _ = od_scene()
+    tiny = as_layer(sem_layer(SemImage(np.zeros((160, 160), np.float32), 0.01, "user", "sem.tif")))
+    with pytest.raises(act.LayerError, match="differ 1000-fold in size"):
+        act.pipeline_result(tiny, [as_layer(stack_layer(stack, matrix=matrix, sem_pixel_nm=0.01))])
+    # the control: the same layers with a sound stack reach the segmentation (given classes: no segment run)
+    classes = np.ones((160, 160), np.uint8)
+    result = act.pipeline_result(sem, [as_layer(stack_layer(stack, matrix=matrix, sem_pixel_nm=SEM_PX))],
+                                 classes=classes)
+    assert result.classes.shape == (160, 160)

@@ -2,10 +2,13 @@
 
 import numpy as np
 import pytest
-from scipy import ndimage
+from scipy import ndimage, stats
 
 from segment.register import (
+    CHANCE_ALPHA,
     Registration,
+    RegistrationError,
+    _dihedral_surrogates,
     _normalised_mi,
     contrast_image,
     label_fractions_on_stxm,
@@ -14,10 +17,13 @@ from segment.register import (
     pixel_scale,
     register_stacks,
     register_stxm_to_sem,
+    registration_chance_test,
+    require_better_than_chance,
     similarity_matrix,
     transform_points,
     warp_to_sem,
 )
+from segment.errors import CeimapInputError
 from segment.stack import Stack
 
 # STXM pixel (x, y) covers SEM pixels 4x .. 4x+3: centre (x, y) -> (4x + 1.5, 4y + 1.5)
@@ -244,6 +250,53 @@ def test_register_stxm_to_sem_affine_and_initial():
     reg = register_stxm_to_sem(stxm, 40.0, sem, 10.0, initial=start, transform="affine")
     assert reg.method == "sitk-mattes-mi-affine" and reg.metrics["start"] == "initial"
     assert _error_stxm_px(reg.matrix, m_true, stxm.shape) < 0.3
+
+
+def test_dihedral_surrogates_keep_every_value_and_lose_the_place():
+    img = np.random.default_rng(3).normal(size=(5, 7))
+    surrogates = _dihedral_surrogates(img)
+    assert len(surrogates) == 7
+    for s in surrogates:
+        np.testing.assert_array_equal(np.sort(s, axis=None), np.sort(img, axis=None))  # same values
+        assert s.shape != img.shape or not np.array_equal(s, img)                     # another image
+    assert len({s.tobytes() + bytes(s.shape) for s in surrogates}) == 7
+
+
+def test_chance_test_passes_the_true_place_and_refuses_another():
+    """At the true transform the STXM matches its own SEM far beyond its turned/mirrored copies; the same
+    STXM at the same transform on the SEM of another scene (same statistics) does not."""
+    rng = np.random.default_rng(21)
+    lab, other = _labels((240, 240), rng), _labels((240, 240), rng)
+    sem, sem_other = _sem(lab, rng), _sem(other, rng)
+    m_true = similarity_matrix(4.0, 3.0, (25.0, 30.0))
+    stxm = _stxm(lab, m_true, (52, 52), 2.1, [0, 1.0, 0.6, 0.45, 0.02], rng)
+    right = registration_chance_test(stxm, 40.0, sem, 10.0, m_true)
+    wrong = registration_chance_test(stxm, 40.0, sem_other, 10.0, m_true)
+    assert right["better_than_chance"] and not wrong["better_than_chance"]
+    for key in ("edge_correlation", "mutual_information"):
+        r, w = right[key], wrong[key]
+        assert r["better_than_chance"] and r["p_value"] < CHANCE_ALPHA and r["margin"] > 0
+        assert r["z"] > 6                                   # measured 7-90 on scenes of this kind
+        assert w["p_value"] > CHANCE_ALPHA and len(w["null"]) == 7
+        # the bound is the t prediction bound of the surrogates at the stated significance
+        expected = w["null_mean"] + stats.t.ppf(1 - CHANCE_ALPHA, 6) * w["null_sd"] * np.sqrt(1 + 1 / 7)
+        assert w["threshold"] == pytest.approx(expected, rel=1e-12)
+    reg = Registration(m_true, 0.1, "test", {"chance": wrong})
+    with pytest.raises(CeimapInputError) as info:
+        require_better_than_chance(reg, "ni.hdf5", "sem.tif", "Ni-L")
+    message = str(info.value)
+    assert "ni.hdf5" in message and "sem.tif" in message and "\n" not in message
+    assert "edge correlation" in message and "mutual information" in message
+    require_better_than_chance(Registration(m_true, 0.5, "test", {"chance": right}), "ni.hdf5", "sem.tif")
+
+
+def test_registration_failing_from_every_start_raises_registration_error():
+    """A featureless image gives ITK nothing to measure: every start fails, and the error says so once."""
+    rng = np.random.default_rng(5)
+    sem = _sem(_labels((160, 160), rng), rng)
+    with pytest.raises(RegistrationError, match="failed from every start") as info:
+        register_stxm_to_sem(np.ones((40, 40)), 40.0, sem, 10.0)
+    assert isinstance(info.value, RuntimeError) and "\n" not in str(info.value)
 
 
 def test_register_stacks_with_contrast_inversion():
