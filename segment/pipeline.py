@@ -98,12 +98,25 @@ def preprocess_stack(stack: Stack) -> tuple[Stack, dict, np.ndarray]:
     return od, report, np.asarray(shifts_px, dtype=float)
 
 
-def register_checked(edge: str, od: Stack, stxm_path, sem) -> Registration:
+def register_checked(edge: str, od: Stack, stxm_path, sem, *, accept_unmatched: bool = False) -> Registration:
     """Register one edge's OD stack onto the SEM; refuse files that cannot be registered.
 
     :func:`segment.register.register_stxm_to_sem` on :func:`segment.register.contrast_image`; a registration
     that fails from every start, or that matches no better than chance
     (:func:`segment.register.require_better_than_chance`: SEM and STXM of different places), is bad input.
+
+    Parameters
+    ----------
+    edge : str
+    od : Stack
+        The edge's aligned OD stack.
+    stxm_path : path-like or None
+        Its file, named in messages.
+    sem : SemImage
+    accept_unmatched : bool
+        Keep a registration that matches no better than chance instead of refusing it (small or symmetric
+        fields, where the chance test has little power); the test's result stays in the registration's
+        ``metrics["chance"]``.
 
     Raises
     ------
@@ -123,12 +136,22 @@ def register_checked(edge: str, od: Stack, stxm_path, sem) -> Registration:
         hint = f"; {' and '.join(flat)} {'is' if len(flat) == 1 else 'are'} featureless (one value)" if flat else ""
         raise CeimapInputError(f"the {edge} STXM image cannot be registered onto the SEM image "
                                f"{sem.source or '(SEM)'}: {detail}{hint}", path=stxm_path) from None
-    require_better_than_chance(registration, stxm_path, sem.source or "(SEM)", edge)
+    if not accept_unmatched:
+        require_better_than_chance(registration, stxm_path, sem.source or "(SEM)", edge)
     return registration
 
 
-def preprocess_lamella(lamella: Lamella, *, progress: Callable[[str], None] = _silent):
+def preprocess_lamella(lamella: Lamella, *, progress: Callable[[str], None] = _silent,
+                       accept_unmatched: bool = False):
     """The stages before classification: OD and drift per edge, registration to the SEM, spectral maps.
+
+    Parameters
+    ----------
+    lamella : Lamella
+    progress : callable, optional
+        Called with a short message before each long step.
+    accept_unmatched : bool
+        Keep registrations that match no better than chance (:func:`register_checked`) instead of refusing.
 
     Returns
     -------
@@ -144,7 +167,7 @@ def preprocess_lamella(lamella: Lamella, *, progress: Callable[[str], None] = _s
         od, report, shifts = preprocess_stack(stack)
         od_stacks[edge], od_reports[edge], drift_px[edge] = od, report, shifts
         progress(f"{edge}: registering STXM ({od.pixel_size_nm:.1f} nm px) onto SEM ({sem.pixel_size_nm:.2f} nm px)")
-        registrations[edge] = register_checked(edge, od, stack.source, sem)
+        registrations[edge] = register_checked(edge, od, stack.source, sem, accept_unmatched=accept_unmatched)
 
     egt2g = None
     if NI_EDGE in od_stacks:
@@ -276,6 +299,7 @@ def process_lamella(
     *,
     model=None,
     progress: Callable[[str], None] = _silent,
+    accept_unmatched: bool = False,
 ) -> PipelineResult:
     """Run the segment stages on one lamella: OD, drift, registration, spectra, classes, particles.
 
@@ -290,6 +314,9 @@ def process_lamella(
         processing, so a wrong model fails fast.
     progress : callable, optional
         Called with a short message before each long step (the CLI prints them on stderr).
+    accept_unmatched : bool
+        Keep registrations that match no better than chance instead of refusing the lamella
+        (:func:`register_checked`; ``ceimap run --accept-registration``).
 
     Returns
     -------
@@ -306,7 +333,8 @@ def process_lamella(
             progress(f"loading the pixel classifier {model} (refitting it from its training data)")
             classifier = PixelClassifier.load(model)
         classifier.check_lamella(sem, lamella.stacks)
-    od_stacks, od_reports, drift_px, registrations, egt2g, s_edge = preprocess_lamella(lamella, progress=progress)
+    od_stacks, od_reports, drift_px, registrations, egt2g, s_edge = preprocess_lamella(
+        lamella, progress=progress, accept_unmatched=accept_unmatched)
 
     if classifier is None:
         progress("segmenting: chemistry + SEM texture → class map")

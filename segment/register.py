@@ -866,7 +866,8 @@ def require_better_than_chance(registration: Registration, stxm_path, sem_path, 
     raise CeimapInputError(
         f"the {edge} STXM image and the SEM image {sem_path} do not show the same place: their best "
         f"registration matches no better than chance at significance {test['alpha']:g} "
-        f"({'; '.join(parts)}); check that the files belong to the same lamella", path=stxm_path)
+        f"({'; '.join(parts)}); check that the files belong to the same lamella (a small or symmetric field that "
+        f"does match: `ceimap run --accept-registration`)", path=stxm_path)
 
 
 def register_stacks(moving_stack_image: np.ndarray, moving_pixel_nm: float, fixed_stack_image: np.ndarray,

@@ -91,7 +91,8 @@ def cmd_run(args) -> int:
         progress(f"loading the pixel classifier {args.model} (refitting it from its training data)")
         model = PixelClassifier.load(args.model)
         model.check_lamella(lamella.sem, lamella.stacks, path=args.model)
-    report = run_lamella(lamella, args.out, overwrite=args.overwrite, model=model, progress=progress)
+    report = run_lamella(lamella, args.out, overwrite=args.overwrite, model=model, progress=progress,
+                          accept_unmatched=args.accept_registration)
     print(report)
     return 0
 
@@ -331,6 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--model", type=Path, default=None, help="trained pixel classifier")
     run.add_argument("--sample", default=None, help="sample name (overrides the manifest)")
     run.add_argument("--overwrite", action="store_true", help="replace the contents of a non-empty OUT")
+    run.add_argument("--accept-registration", action="store_true",
+                     help="keep an automatic registration that matches no better than chance (small or symmetric "
+                          "STXM fields) instead of refusing the lamella; the chance test stays in registration.json")
     run.add_argument("--out", required=True, type=Path, help="results folder")
     run.set_defaults(func=cmd_run)
 

@@ -181,6 +181,7 @@ def run_lamella(
     overwrite: bool = False,
     model=None,
     progress: Callable[[str], None] = lambda message: None,
+    accept_unmatched: bool = False,
 ) -> Path:
     """Process one lamella and write its results folder atomically.
 
@@ -197,6 +198,9 @@ def run_lamella(
         ``summary.json`` parameters: file, SHA-256, estimator, feature spec).
     progress : callable
         Receives progress messages.
+    accept_unmatched : bool
+        Keep a registration that matches no better than chance (``--accept-registration``) instead of
+        refusing the lamella; recorded in ``summary.json`` parameters (``accept_unmatched_registration``).
 
     Returns
     -------
@@ -210,13 +214,14 @@ def run_lamella(
     # so without this a run differs in the last bits between machines, or between ceimap run and a batch
     # worker (dask limits its workers' threads). Same inputs → byte-identical results, anywhere.
     with threadpool_limits(limits=1, user_api="blas"):
-        result = process_lamella(lamella, model=model, progress=progress)
+        result = process_lamella(lamella, model=model, progress=progress, accept_unmatched=accept_unmatched)
         progress("statistics on native STXM pixels")
         analysis = analyse_result(result)
     segmentation = compact_record(result.details.get("segmentation", {}))
     timings = segmentation.pop("timings_s", None)  # run-to-run noise: kept beside the timestamp, not as a parameter
     parameters = {"segmentation": segmentation,
-                  "od": {edge: compact_record(report) for edge, report in result.od_reports.items()}}
+                  "od": {edge: compact_record(report) for edge, report in result.od_reports.items()},
+                  "accept_unmatched_registration": bool(accept_unmatched)}
     model_record = result.details.get("segmentation", {}).get("model")
     if model_record is not None:
         parameters["model"] = model_record

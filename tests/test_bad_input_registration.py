@@ -61,7 +61,7 @@ def ceimap_to_registration(monkeypatch, capsys):
     from segment.pipeline import preprocess_lamella
 
     def up_to_registration(lamella, **kwargs):
-        out = preprocess_lamella(lamella)
+        out = preprocess_lamella(lamella, accept_unmatched=kwargs.get("accept_unmatched", False))
         raise Registered(out[3])
 
     monkeypatch.setattr(stats.run, "process_lamella", up_to_registration)
@@ -151,3 +151,17 @@ def test_chance_refusal_names_the_manifest_files(ceimap_to_registration, tmp_pat
     manifest = B.write_manifest(folder)
     result = ceimap_to_registration("run", manifest, "--out", out)
     one_line_refusal(result, out, stack.name, sem.name, "no better than chance")
+
+
+def test_accept_registration_keeps_an_unmatched_registration_and_records_its_test(ceimap_to_registration, tmp_path):
+    """The way out for a small or symmetric field that does match: ``--accept-registration`` keeps the
+    registration the refusal would have rejected, with the failed chance test in its metrics; the refusal
+    message names the option."""
+    sem, stack, out = write_case(tmp_path / "in", disks(0), disks(100), 0)
+    line = one_line_refusal(ceimap_to_registration("run", "--sem", sem, "--stxm", f"Ni-L={stack}", "--out", out),
+                            out, "--accept-registration")
+    assert "no better than chance" in line
+    status, registrations = ceimap_to_registration("run", "--sem", sem, "--stxm", f"Ni-L={stack}",
+                                                   "--accept-registration", "--out", out)
+    assert status == "registered"
+    assert registrations["Ni-L"].metrics["chance"]["better_than_chance"] is False
