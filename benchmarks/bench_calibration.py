@@ -14,8 +14,9 @@ What is measured
   encode that effect as a per-particle e_g/t_2g decrease of 0.30 ± 0.05 at the contact that decays into the
   particle as ``erfc(depth / 50–100 nm)`` (:mod:`segment.synthetic.conditions`).
 * The same two rates with the surface bands started at fixed depths — the 1 % contamination distance
-  2.326 σ_eff (the rule's conservative fallback), 1.645 and 1 effective probe sigma (5 % and 16 % of the signal
-  from beyond the edge) and the edge itself — beside ceimap's default, the start derived from each lamella
+  2.326 σ_eff (the rule's conservative fallback) and the edge itself — and with the start derived from the
+  bias of the band's shallowest pixels instead of the band mean's (``start_criterion="pixel"``, the
+  session-3 rule), beside ceimap's default, the start derived from each lamella
   (:func:`stats.regions.surface_start_from_data`: the smallest depth where the bias the probe's view of the
   interphase can put on the paired difference is ≤ k·SE). Next to electrolyte the probe also sees the
   interphase, whose Ni is reduced even in a null lamella, so bands too close to the edge differ without any
@@ -34,7 +35,10 @@ per-particle means, tests), not of segmentation or registration errors. The S L-
 (it does not enter these tests; the Ni-L stack comes from its own random stream, so it is the same either way).
 
 Seeds 20000 + k (k = 0 … n − 1; distinct from the shipped examples), conditions cycled over the two cycled
-presets. Lamellae run in a process pool of 2 (the machine is shared).
+presets; 100 null lamellae (so that a rate near 0.05 is measured to about ±0.04, Wilson 95 %) and 40 with the
+paper's effect, numbers fixed before running, whatever the outcome. Lamellae run in a process pool of 2 (the
+machine is shared). ``python3 benchmarks/bench_calibration.py --cache DIR`` keeps the simulated lamellae in
+``DIR/calibration`` (the simulation is most of the cost; a change of the statistics then re-runs in minutes).
 """
 
 from __future__ import annotations
@@ -53,11 +57,13 @@ from _common import log, row
 CONDITIONS = ("cycled_4p25v", "cycled_4p7v")
 ALPHA = 0.05
 SEED0 = 20000
-N_LAMELLAE = 40          # per arm (null, effect)
-N_LAMELLAE_QUICK = 4
+N_NULL_LAMELLAE = 100    # null arm: fixed before running (a 0.05 rate is then known to about ±0.04, Wilson)
+N_EFFECT_LAMELLAE = 40   # effect arm (power)
+N_LAMELLAE_QUICK = 4     # per arm with --quick
 N_DRAWS = 400            # bimodality draws per distribution
 N_DRAWS_QUICK = 40
 N_PARTICLES = (10, 20)   # per-particle sample sizes of the bimodality draws (inclusive range)
+LAMELLAE_JSON = None     # when set (``--lamellae FILE``), every lamella's tests are written there
 
 
 def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -97,7 +103,7 @@ def measured_lamella(condition: str, seed: int, null: bool, cache_dir=None) -> d
     if cache_dir:
         path = os.path.join(str(cache_dir), f"{condition}_{seed}_{'null' if null else 'effect'}.npz")
         if os.path.exists(path):
-            with np.load(path) as z:
+            with np.load(path, allow_pickle=False) as z:
                 return {k: (z[k].item() if z[k].ndim == 0 else z[k]) for k in z.files}
     from segment.align import apply_shifts
     from segment.spectra import egt2g_map
@@ -122,7 +128,8 @@ def measured_lamella(condition: str, seed: int, null: bool, cache_dir=None) -> d
     return out
 
 
-def surface_tests(lam: dict, surface_offset_nm: float | None = None, mixed_model: bool = True) -> dict:
+def surface_tests(lam: dict, surface_offset_nm: float | None = None, mixed_model: bool = True,
+                  start_criterion: str = "band_mean") -> dict:
     """The electrolyte-vs-void tests of ceimap on a perfect segmentation (truth classes and particles): the
     primary particle-level test with its Wilcoxon companion, the naive pixel test, and (``mixed_model``) the
     secondary pixel mixed model."""
@@ -136,7 +143,8 @@ def surface_tests(lam: dict, surface_offset_nm: float | None = None, mixed_model
         ni_map = {"egt2g": lam["ratio"], "egt2g_sigma": lam["sigma"], "egt2g_valid": lam["valid"],
                   "amplitude_t2g": lam["amplitude_t2g"], "amplitude_eg": lam["amplitude_eg"]}
     maps = stxm_regions(classes, particles, sem_px, lam["matrix"], lam["ratio"].shape, lam["stxm_pixel_nm"],
-                        lam["psf_fwhm_nm"], surface_offset_nm=surface_offset_nm, ni_map=ni_map)
+                        lam["psf_fwhm_nm"], surface_offset_nm=surface_offset_nm, ni_map=ni_map,
+                        start_criterion=start_criterion)
     pixels = pixel_table(maps, lam["ratio"], lam["sigma"], lam["valid"])
     contacts = contact_classes(classes, particles, sem_px, maps.parameters["contamination_nm"])
     table = particle_table(contacts, particles, sem_px, pixels)
@@ -155,7 +163,8 @@ def surface_tests(lam: dict, surface_offset_nm: float | None = None, mixed_model
 def one_lamella(job: tuple) -> dict:
     """All tests of one simulated lamella: default regions (bands from the depth derived from the lamella,
     :func:`stats.regions.surface_start_from_data`), and bands from fixed depths: the 1 % contamination
-    distance 2.326 σ_eff (the rule's fallback), 1.645 σ_eff (5 % contamination), 1 σ_eff and the NMC edge."""
+    distance 2.326 σ_eff (the rule's fallback) and the NMC edge; and the start derived from the bias of the
+    band's shallowest pixels (``start_criterion="pixel"``, the session-3 rule)."""
     condition, seed, null, cache_dir = job
     t0 = time.perf_counter()
     lam = measured_lamella(condition, seed, null, cache_dir)
@@ -164,9 +173,8 @@ def one_lamella(job: tuple) -> dict:
     default = surface_tests(lam)
     out["default"] = default
     sigma = default["sigma_eff_nm"]
+    out["derived_pixel"] = surface_tests(lam, mixed_model=False, start_criterion="pixel")
     out["offset_1pct"] = surface_tests(lam, surface_offset_nm=2.326 * sigma, mixed_model=False)
-    out["offset_5pct"] = surface_tests(lam, surface_offset_nm=1.645 * sigma, mixed_model=False)
-    out["offset_sigma"] = surface_tests(lam, surface_offset_nm=sigma, mixed_model=False)
     out["offset_0"] = surface_tests(lam, surface_offset_nm=0.0, mixed_model=False)
     out["seconds"] = time.perf_counter() - t0
     return out
@@ -196,10 +204,11 @@ def simulate_lamellae(n: int, null: bool, workers: int = 2) -> list[dict]:
     return results
 
 
-def rejection_rate(results: list[dict], variant: str, key: str) -> tuple[float, int, int, float, float]:
-    """Fraction of lamellae with ``p < ALPHA`` (an undefined p counts as no rejection), k, n and Wilson CI."""
+def rejection_rate(results: list[dict], variant: str, key: str,
+                   alpha: float = ALPHA) -> tuple[float, int, int, float, float]:
+    """Fraction of lamellae with ``p < alpha`` (an undefined p counts as no rejection), k, n and Wilson CI."""
     p = np.array([r[variant][key] for r in results], float)
-    k = int(np.sum(np.nan_to_num(p, nan=1.0) < ALPHA))
+    k = int(np.sum(np.nan_to_num(p, nan=1.0) < alpha))
     lo, hi = wilson_interval(k, p.size)
     return k / p.size, k, p.size, lo, hi
 
@@ -208,9 +217,9 @@ def _ci(lo, hi):
     return f"[{lo:.2f}, {hi:.2f}]"
 
 
-def _rate_row(metric, case, results, variant, key, base_key, better):
-    r, k, n, lo, hi = rejection_rate(results, variant, key)
-    rb, kb, nb, lob, hib = rejection_rate(results, variant, base_key)
+def _rate_row(metric, case, results, variant, key, base_key, better, alpha=ALPHA):
+    r, k, n, lo, hi = rejection_rate(results, variant, key, alpha)
+    rb, kb, nb, lob, hib = rejection_rate(results, variant, base_key, alpha)
     out = row("calibration", f"{case}; {k}/{n} {_ci(lo, hi)} vs naive {kb}/{nb} {_ci(lob, hib)}", metric,
               "fraction", r, "naive pixel Welch t", rb, better=better)
     out.update(ci_low=lo, ci_high=hi, baseline_ci_low=lob, baseline_ci_high=hib, n=n)
@@ -273,16 +282,21 @@ def _bimodality_row(res: dict, metric: str, better: str) -> dict:
 
 
 def run(quick: bool = False) -> list[dict]:
-    n_lam = N_LAMELLAE_QUICK if quick else N_LAMELLAE
+    n_lam = N_LAMELLAE_QUICK if quick else N_NULL_LAMELLAE
+    n_eff = N_LAMELLAE_QUICK if quick else N_EFFECT_LAMELLAE
     n_draws = N_DRAWS_QUICK if quick else N_DRAWS
     workers = int(os.environ.get("CEIMAP_BENCH_WORKERS", "2"))
     rows = []
     t0 = time.perf_counter()
     log(f"calibration: {n_lam} null lamellae ({', '.join(CONDITIONS)} cycled), perfect segmentation")
     nulls = simulate_lamellae(n_lam, null=True, workers=workers)
-    log(f"calibration: {n_lam} lamellae with the paper's effect")
-    effects = simulate_lamellae(n_lam, null=False, workers=workers)
+    log(f"calibration: {n_eff} lamellae with the paper's effect")
+    effects = simulate_lamellae(n_eff, null=False, workers=workers)
     t_lamellae = time.perf_counter() - t0
+    if LAMELLAE_JSON is not None:
+        import json
+
+        Path(LAMELLAE_JSON).write_text(json.dumps({"nulls": nulls, "effects": effects}, default=float))
 
     rows.append(_rate_row("false-positive rate, primary (paired t on particle means)", f"{n_lam} null lamellae",
                           nulls, "default", "p_primary", "p_naive", "lower"))
@@ -290,22 +304,26 @@ def run(quick: bool = False) -> list[dict]:
                           nulls, "default", "p_wilcoxon", "p_naive", "lower"))
     rows.append(_rate_row("false-positive rate, secondary (pixel mixed model)", f"{n_lam} null lamellae",
                           nulls, "default", "p_mixed", "p_naive", "lower"))
-    rows.append(_rate_row("power, primary (paired t on particle means)", f"{n_lam} lamellae, paper's effect",
+    rows.append(_rate_row("power, primary (paired t on particle means)", f"{n_eff} lamellae, paper's effect",
                           effects, "default", "p_primary", "p_naive", "higher"))
-    rows.append(_rate_row("power, Wilcoxon signed-rank", f"{n_lam} lamellae, paper's effect",
+    rows.append(_rate_row("power, Wilcoxon signed-rank", f"{n_eff} lamellae, paper's effect",
                           effects, "default", "p_wilcoxon", "p_naive", "higher"))
-    for variant, what in (("offset_1pct", "bands from 2.326 probe sigma (1 % contamination, fixed)"),
-                          ("offset_5pct", "bands from 1.645 probe sigma (5 % contamination)"),
-                          ("offset_sigma", "bands from 1 probe sigma"), ("offset_0", "bands from the NMC edge")):
+    rows.append(_rate_row("power at p < 0.01 (the paper's threshold), primary", f"{n_eff} lamellae, paper's effect",
+                          effects, "default", "p_primary", "p_naive", "higher", alpha=0.01))
+    for variant, what in (("derived_pixel", "start derived from the bias of the shallowest band pixels (session 3)"),
+                          ("offset_1pct", "bands from 2.326 probe sigma (1 % contamination, fixed)"),
+                          ("offset_0", "bands from the NMC edge")):
         rows.append(_rate_row(f"false-positive rate, primary, {what}", f"{n_lam} null lamellae",
                               nulls, variant, "p_primary", "p_naive", "lower"))
-        rows.append(_rate_row(f"power, primary, {what}", f"{n_lam} lamellae, paper's effect",
+        rows.append(_rate_row(f"power, primary, {what}", f"{n_eff} lamellae, paper's effect",
                               effects, variant, "p_primary", "p_naive", "higher"))
+        rows.append(_rate_row(f"power at p < 0.01, primary, {what}", f"{n_eff} lamellae, paper's effect",
+                              effects, variant, "p_primary", "p_naive", "higher", alpha=0.01))
     starts = np.array([r["default"]["offset_nm"] / r["default"]["sigma_eff_nm"] for r in nulls + effects])
     n_fallback = sum(not str(r["default"]["rule"]).startswith("bias") for r in nulls + effects)
     log(f"calibration: derived band start {np.min(starts):.2f}–{np.max(starts):.2f} σ_eff (median "
         f"{np.median(starts):.2f}; 1 % depth = 2.33 σ_eff), {n_fallback} of {len(starts)} lamellae fell back")
-    rows.append(row("calibration", f"{2 * n_lam} lamellae; {n_fallback} fell back to 2.33",
+    rows.append(row("calibration", f"{n_lam + n_eff} lamellae; {n_fallback} fell back to 2.33",
                     "derived band start, median (σ_eff)", "σ_eff", float(np.median(starts)),
                     "1 % contamination depth", 2.326, better=None))
     eff = np.array([r["default"]["effect"] for r in effects], float)
@@ -314,7 +332,7 @@ def run(quick: bool = False) -> list[dict]:
     log(f"calibration: effect (electrolyte − void) null mean {np.nanmean(eff0):+.4f} sd {np.nanstd(eff0):.4f}; "
         f"paper's effect mean {np.nanmean(eff):+.4f} sd {np.nanstd(eff):.4f}; pairs per lamella "
         f"{np.nanmin(npairs):.0f}–{np.nanmax(npairs):.0f} (median {np.nanmedian(npairs):.0f})")
-    rows.append(row("calibration", f"{2 * n_lam} lamellae, 2 processes", "wall time of the lamella simulations",
+    rows.append(row("calibration", f"{n_lam + n_eff} lamellae, 2 processes", "wall time of the lamella simulations",
                     "s", t_lamellae, "—", None))
 
     t1 = time.perf_counter()
@@ -332,11 +350,35 @@ def run(quick: bool = False) -> list[dict]:
     return rows
 
 
-if __name__ == "__main__":
+def main(argv=None) -> int:
+    """Command line: ``python3 benchmarks/bench_calibration.py [--quick] [--cache DIR] [--json FILE]``."""
+    import argparse
+    import json
     import sys
-    from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from _common import format_table
 
-    print(format_table(run(quick="--quick" in sys.argv)))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true",
+                        help=f"{N_LAMELLAE_QUICK} lamellae per arm and {N_DRAWS_QUICK} bimodality draws")
+    parser.add_argument("--cache", type=Path,
+                        help="keep the simulated, measured lamellae in DIR/calibration and reuse them")
+    parser.add_argument("--json", type=Path, help="also write the rows to this JSON file")
+    parser.add_argument("--lamellae", type=Path, help="write every lamella's tests to this JSON file")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    _common.CACHE_DIR = args.cache
+    global LAMELLAE_JSON
+    LAMELLAE_JSON = args.lamellae
+    rows = run(quick=args.quick)
+    print(format_table(rows))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    sys.exit(main())

@@ -26,7 +26,7 @@ import pandas as pd
 from scipy import ndimage
 
 from .distributions import bimodality
-from .inference import (correlations, edge_shift, naive_pixel_test, pixel_mixed_model,
+from .inference import (correlations, edge_shift, holm_correlations, naive_pixel_test, pixel_mixed_model,
                         surface_electrolyte_vs_void)
 from .regions import RegionMaps, contact_classes, default_distances, pixel_table, stxm_regions
 from .tables import particle_table
@@ -275,7 +275,8 @@ def analyse_maps(classes: np.ndarray, particles: np.ndarray, sem_pixel_nm: float
             "surface_electrolyte_vs_void_pixels_naive": naive_pixel_test(pixels),
         },
         "bimodality": {"bulk_particles": bimodal},
-        "correlations": correlations(table),
+        # raw p of each test kept; p_holm adjusted over the lamella's family (size/contact × Pearson/Spearman)
+        "correlations": holm_correlations(correlations(table)),
         "regions": {**maps.parameters, "resolution_nm": float(resolution_nm),
                     "n_native_pixels": {name: int(n) for name, n in pixels["region"].value_counts().items()}},
     }

@@ -217,8 +217,18 @@ def _new_figure(width_in: float, height_in: float, ncols: int = 1, nrows: int = 
 
 
 def _figure(fig, caption: str, alt: str) -> str:
+    # one Agg draw, then the buffer as PNG: ``savefig`` would draw a layout-engine figure twice (a dry run
+    # for the constrained layout, then the real one), and the layout and tick text are most of the cost
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.image import imsave
+
+    fig.set_dpi(110)
+    fig.set_facecolor("white")
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, facecolor="white")
+    # zlib level 1: half the encoding time of the default 6, and no larger on these flat-colour figures
+    imsave(buf, canvas.buffer_rgba(), format="png", dpi=110, origin="upper", pil_kwargs={"compress_level": 1})
     data = base64.b64encode(buf.getvalue()).decode("ascii")
     return (f'<figure><img alt="{_esc(alt)}" src="data:image/png;base64,{data}">'
             f"<figcaption>{caption}</figcaption></figure>")
@@ -249,15 +259,44 @@ def _display_range(image) -> tuple[float, float]:
 # sections
 # --------------------------------------------------------------------------------------------------
 
-def _verdict(p, alpha: float = 0.05) -> str:
+def _verdict(p, alpha: float = 0.05, note: str = "") -> str:
+    """Reading of a two-tailed p-value at ``alpha``; ``note`` (e.g. "Holm-adjusted") says which p was used."""
     p = _num(p)
     if p is None:
         return f'<span class="na">{NOT_AVAILABLE}</span>'
+    which = f"{note} " if note else ""
     if p < 0.01:
-        return "significant (p < 0.01)"
+        return f"significant ({which}p &lt; 0.01)"
     if p < alpha:
-        return f"significant at α = {alpha:g}"
-    return f"not significant at α = {alpha:g}"
+        return f"significant at α = {alpha:g}" + (f" ({note})" if note else "")
+    return f"not significant at α = {alpha:g}" + (f" ({note})" if note else "")
+
+
+def _correlation_reading(c, alpha: float = 0.05) -> tuple[str, str]:
+    """(test text, verdict) of one correlation entry: raw and Holm-adjusted p of Pearson and Spearman.
+
+    The verdict uses the Holm-adjusted p over the lamella's correlation family (``p_holm``, written by
+    :func:`stats.inference.holm_correlations`); a correlation counts as significant when its Pearson or its
+    Spearman test is. Summaries without ``p_holm`` are read on the raw p, and the verdict says so.
+    """
+    sp = _get(c, "spearman", default={}) or {}
+    size = _num(_get(c, "holm_family_size"))
+    has_holm = _num(_get(c, "p_holm")) is not None or _num(_get(sp, "p_holm")) is not None
+
+    def p_text(entry):
+        text = _p_clause(_get(entry, "p"))
+        if has_holm:
+            text += f" (Holm-adjusted {_fmt_p(_get(entry, 'p_holm'))})"
+        return text
+
+    text = (f"Pearson {p_text(c)}; Spearman ρ = {_fmt(_get(sp, 'rho'), 3)}, {p_text(sp)}; "
+            f"n = {_fmt(_get(c, 'n'))}")
+    if has_holm:
+        text += f"; Holm over the lamella's {_fmt(size)} correlation tests" if size is not None else ""
+        ps = [x for x in (_num(_get(c, "p_holm")), _num(_get(sp, "p_holm"))) if x is not None]
+        return text, _verdict(min(ps), alpha, "Holm-adjusted")
+    ps = [x for x in (_num(_get(c, "p")), _num(_get(sp, "p"))) if x is not None]
+    return text, _verdict(min(ps) if ps else None, alpha, "raw p, not corrected for multiple tests")
 
 
 def _key_results(run) -> str:
@@ -323,11 +362,9 @@ def _key_results(run) -> str:
         c = _get(corr, key, default={}) if isinstance(corr, dict) else {}
         if not c:
             continue
-        sp = _get(c, "spearman", default={}) or {}
+        text, verdict = _correlation_reading(c)
         rows.append([f"per-particle e<sub>g</sub>/t<sub>2g</sub> vs {label}",
-                     f"Pearson r = {_fmt(_get(c, 'r'), 3)} {_ci_text(c)}",
-                     f"{_p_clause(_get(c, 'p'))}; Spearman ρ = {_fmt(_get(sp, 'rho'), 3)}, p = "
-                     f"{_fmt_p(_get(sp, 'p'))}; n = {_fmt(_get(c, 'n'))}", _verdict(_get(c, "p"))])
+                     f"Pearson r = {_fmt(_get(c, 'r'), 3)} {_ci_text(c)}", text, verdict])
     s_edge = _get(s, "s_edge", default={})
     shift = _get(s_edge, "shift", default={}) if isinstance(s_edge, dict) else {}
     if isinstance(shift, dict) and _num(_get(shift, "shift_ev")) is not None:
@@ -565,13 +602,14 @@ def _histogram_section(run, paper_bins: bool) -> str:
     df = run["pixels"]
     if df is None or df.empty or not {"region", "egt2g"} <= set(df.columns):
         return _na("e_g/t_2g histograms per region (pixels.csv)")
-    regions = [r for r in ("bulk", "surface_electrolyte", "surface_void", "interphase")
-               if r in set(df["region"].astype(str))]
+    region_of = df["region"].astype(str).to_numpy()      # once: a string column of every pixel
+    present = set(np.unique(region_of))
+    regions = [r for r in ("bulk", "surface_electrolyte", "surface_void", "interphase") if r in present]
     if not regions:
         return _na("e_g/t_2g histograms: no bulk or surface pixels")
     values = {}
     for r in regions:
-        v = df.loc[df["region"].astype(str) == r, "egt2g"].to_numpy(float)
+        v = df.loc[region_of == r, "egt2g"].to_numpy(float)
         v = v[np.isfinite(v) & (v != 0)]
         values[r] = v
     allv = np.concatenate([v for v in values.values()]) if values else np.array([])
@@ -604,7 +642,7 @@ def _histogram_section(run, paper_bins: bool) -> str:
         ax.set_xlabel("e$_g$/t$_{2g}$")
         ax.set_ylabel("density")
         ax.set_xlim(*EGT2G_RANGE)
-        n_particles = (df.loc[df["region"].astype(str) == r, "particle_id"].nunique()
+        n_particles = (df.loc[region_of == r, "particle_id"].nunique()
                        if "particle_id" in df.columns else None)
         rows.append([_esc(REGION_LABELS.get(r, r)), _fmt(v.size), _fmt(n_particles),
                      _fmt(np.mean(v) if v.size else None), _fmt(np.std(v, ddof=1) if v.size > 1 else None),
@@ -866,17 +904,19 @@ def _correlations_section(run) -> str:
         n = _get(entry, "n", "n_units")
         label = _esc(name.replace("_", " ")).replace("egt2g", "e<sub>g</sub>/t<sub>2g</sub>")
         rows.append([label, _esc(_get(entry, "method", default="")), _fmt(_get(entry, "r", "rho"), 3),
-                     _ci_text(entry), _fmt_p(_get(entry, "p", "p_value")), _fmt(n),
+                     _ci_text(entry), _fmt_p(_get(entry, "p", "p_value")), _fmt_p(_get(entry, "p_holm")), _fmt(n),
                      _esc(_get(entry, "reason", default="") or "")])
         for sub, se in entry.items():  # e.g. {"spearman": {"rho": ..., "p": ...}}
             if isinstance(se, dict) and _get(se, "r", "rho") is not None:
                 rows.append([label, _esc(_get(se, "method", default=sub)), _fmt(_get(se, "r", "rho"), 3),
-                             _ci_text(se), _fmt_p(_get(se, "p", "p_value")), _fmt(_get(se, "n", default=n)),
-                             _esc(_get(se, "reason", default="") or "")])
-    return _table(["correlation", "method", "r", "95 % CI", "p", "n particles", "note"], rows) + (
+                             _ci_text(se), _fmt_p(_get(se, "p", "p_value")), _fmt_p(_get(se, "p_holm")),
+                             _fmt(_get(se, "n", default=n)), _esc(_get(se, "reason", default="") or "")])
+    return _table(["correlation", "method", "r", "95 % CI", "p", "p (Holm)", "n particles", "note"], rows) + (
         '<p class="caption">Correlations of the per-particle mean e<sub>g</sub>/t<sub>2g</sub> with particle '
         "size and with the perimeter contact ratio with electrolyte; one point per particle; CIs by Fisher "
-        "z where given.</p>")
+        "z where given. p is each test's own two-tailed p; p (Holm) is adjusted by Holm's method over all "
+        "correlation tests of this lamella (size and contact ratio, Pearson and Spearman), and is the one "
+        "the key results read at α = 0.05.</p>")
 
 
 def _s_edge_regions(s_edge: dict):
@@ -1095,8 +1135,10 @@ def _methods_section(run) -> str:
         ms |= {_esc(k) for c in corr.values() if isinstance(c, dict) for k, v in c.items() if isinstance(v, dict)}
         ms = sorted(ms - {""})
         if ms:
+            holm = any(isinstance(c, dict) and _get(c, "p_holm") is not None for c in corr.values())
             sentences.append(f"Correlations of per-particle means with size and contact ratio: {' and '.join(ms)} "
-                             "coefficients.")
+                             "coefficients" + ("; their p-values were adjusted together by Holm’s method and "
+                                               "read at α = 0.05." if holm else "."))
     seed = _get(s, "seed") or _get(_get(s, "provenance", default={}), "seed")
     if seed is not None:
         sentences.append(f"Random seed {_esc(seed)}.")
@@ -1145,7 +1187,10 @@ def _band_rule_text(summary: dict) -> str:
         ratios = _get(rule, "ratio", default={}) or {}
         return (f"The surface bands start {_fmt(start, 3, 'nm')} inside the NMC edge ({probe}): the smallest depth "
                 "at which the bias that the probe's view of the neighbouring classes can put on the "
-                f"electrolyte − void difference (upper 95 % bound {_fmt(_get(rule, 'bias_bound_at_start'), 2)}; "
+                + ("electrolyte − void difference of the band means (averaged over the band's depths; "
+                   if _get(rule, "criterion") == "band_mean" else
+                   "electrolyte − void difference at the band's shallowest pixels (") +
+                f"upper 95 % bound {_fmt(_get(rule, 'bias_bound_at_start'), 2)}; "
                 f"measured on this lamella: interphase Ni per unit area {_fmt(_get(rule, 'interphase_ni_fraction'), 2)}"
                 f" of NMC's, interphase e<sub>g</sub>/t<sub>2g</sub> {_fmt(_get(ratios, 'interphase'), 3)} against "
                 f"NMC {_fmt(_get(ratios, 'nmc'), 3)}) is at most k = {_fmt(_get(rule, 'k'), 2)} standard errors of "

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from stats.inference import (correlation, correlations, edge_shift, naive_pixel_test, paired_t,
+from stats.inference import (correlation, correlations, edge_shift, holm_correlations, naive_pixel_test, paired_t,
                              pixel_mixed_model, surface_electrolyte_vs_void, welch_t, wilcoxon_signed_rank)
 
 
@@ -122,6 +122,32 @@ def test_correlations_on_a_particle_table():
     assert set(out) == {"egt2g_vs_size", "egt2g_vs_contact_ratio"}
     assert out["egt2g_vs_size"]["r"] == pytest.approx(stats.pearsonr(t.equivalent_diameter_nm, t.egt2g_mean)[0])
     assert out["egt2g_vs_contact_ratio"]["n"] == 12 and out["egt2g_vs_contact_ratio"]["method"] == "pearson"
+
+
+def test_holm_over_the_correlation_family_matches_statsmodels():
+    """p_holm is Holm over the lamella's finite Pearson and Spearman p-values; raw p is kept; NaN stays out."""
+    from statsmodels.stats.multitest import multipletests
+
+    corr = {"egt2g_vs_size": {"r": 0.6, "p": 0.015, "spearman": {"rho": 0.5, "p": 0.03}},
+            "egt2g_vs_contact_ratio": {"r": 0.1, "p": 0.7, "spearman": {"rho": 0.2, "p": 0.04}}}
+    out = holm_correlations(corr)
+    raw = [0.015, 0.03, 0.7, 0.04]
+    reject, expected, _, _ = multipletests(raw, alpha=0.05, method="holm")
+    got = [out["egt2g_vs_size"]["p_holm"], out["egt2g_vs_size"]["spearman"]["p_holm"],
+           out["egt2g_vs_contact_ratio"]["p_holm"], out["egt2g_vs_contact_ratio"]["spearman"]["p_holm"]]
+    assert got == pytest.approx(expected)
+    assert got[0] == pytest.approx(4 * 0.015)        # smallest of four: times 4
+    assert out["egt2g_vs_size"]["p"] == 0.015 and corr["egt2g_vs_size"].get("p_holm") is None  # input untouched
+    assert out["egt2g_vs_size"]["significant_holm"] is False and out["egt2g_vs_size"]["holm_family_size"] == 4
+    # a raw p of 0.015 is below 0.05 but not after adjustment: exactly the reading the report must not make
+    assert out["egt2g_vs_size"]["p"] < 0.05 < out["egt2g_vs_size"]["p_holm"]
+    # an undefined correlation (NaN) leaves the family: the others are adjusted over two tests
+    corr["egt2g_vs_contact_ratio"] = {"r": np.nan, "p": np.nan, "spearman": {"rho": np.nan, "p": np.nan}}
+    out = holm_correlations(corr)
+    assert out["egt2g_vs_size"]["holm_family_size"] == 2
+    assert out["egt2g_vs_size"]["p_holm"] == pytest.approx(2 * 0.015)
+    assert np.isnan(out["egt2g_vs_contact_ratio"]["p_holm"])
+    assert out["egt2g_vs_contact_ratio"]["significant_holm"] is None
 
 
 def test_edge_shift():

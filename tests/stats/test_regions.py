@@ -166,14 +166,15 @@ def starts_by_interphase():
              "ni_0.1": dict(interphase_ratio=1.0, interphase_ni=0.1),
              "ni_0.35": dict(interphase_ratio=1.0, interphase_ni=0.35),
              "ni_0.8": dict(interphase_ratio=1.0, interphase_ni=0.8)}
-    return {name: _start(lamella_scene(1, effect=0.0, base_sd=0.0, **kw)) for name, kw in cases.items()}
+    return {name: _start(lamella_scene(1, effect=0.0, base_sd=0.0, **kw), criterion="pixel")
+            for name, kw in cases.items()}
 
 
 def test_surface_start_measures_the_interphase_it_corrects_for(starts_by_interphase):
     # the class amounts and ratios come out of the fitted heights: the scene's interphase holds 0.35 of NMC's Ni
     # per unit area at ratio 1.0 (NMC 1.5); tolerances cover the Gaussian approximation of probe ⊗ pixel
     r = starts_by_interphase["ni_0.35"]
-    assert r["rule"] == "bias ≤ k·SE" and r["reason"] is None
+    assert r["rule"] == "bias ≤ k·SE" and r["reason"] is None and r["criterion"] == "pixel"
     assert r["interphase_ni_fraction"] == pytest.approx(0.35, abs=0.03)
     assert r["ratio"]["interphase"] == pytest.approx(1.0, abs=0.05)
     assert r["ratio"]["nmc"] == pytest.approx(1.5, abs=0.01)
@@ -238,3 +239,24 @@ def test_bias_tolerance_keeps_the_false_positive_rate():
     rate = float(np.mean(p < 0.05))
     # binomial sd of the rate over 40000 draws ≈ 0.0012; the non-central t is exact for the true SE
     assert rate == pytest.approx(fpr, abs=0.004)
+
+
+def test_surface_start_from_the_band_mean_bias(starts_by_interphase):
+    """criterion="band_mean" bounds the bias the paired difference of band means carries: Δ averaged over the
+    band's depths (weighted by NMC pixels per depth). The interphase's pull decays with depth, so the band
+    mean's bias is below that of its shallowest pixels: its bound is lower where the bias dominates and the
+    bands may start shallower; the start is still the first depth whose bound (and every deeper one) fits."""
+    scene = lamella_scene(1, effect=0.0, base_sd=0.0, interphase_ratio=1.0, interphase_ni=0.35)
+    pixel = starts_by_interphase["ni_0.35"]
+    mean = _start(scene, criterion="band_mean")
+    assert mean["rule"] == "bias ≤ k·SE (band mean)" and mean["criterion"] == "band_mean"
+    assert mean["tolerance"] == pytest.approx(pixel["tolerance"])        # same SE and k: only the bias differs
+    bound_px, bound_mean = np.asarray(pixel["bias_bound"]), np.asarray(mean["bias_bound"])
+    strong = bound_px > 3 * pixel["tolerance"]                            # depths where the bias dominates
+    assert strong[:3].all() and np.all(bound_mean[strong] < bound_px[strong])
+    assert mean["surface_offset_nm"] < pixel["surface_offset_nm"]
+    depths = np.asarray(mean["depths_nm"])
+    j = int(np.argmin(np.abs(depths - mean["surface_offset_nm"])))
+    assert np.all(bound_mean[j:] <= mean["tolerance"]) and bound_mean[j - 1] > mean["tolerance"]
+    with pytest.raises(ValueError, match="criterion"):
+        _start(scene, criterion="deepest")

@@ -224,3 +224,36 @@ def test_report_shows_unmixing_components_and_abundance_maps(tmp_path):
     assert len(_images(text)) == before + 2
     (run / "abundances.tif").unlink()
     assert "unmixing components and abundance maps" in write_report(run).read_text(encoding="utf-8")
+
+
+def _key_row(text, needle):
+    """The <tr> of the key-results table whose first cell contains ``needle``."""
+    key = text.split('class="key"', 1)[1].split("</table>", 1)[0]
+    rows = [r for r in key.split("<tr") if needle in r]
+    assert len(rows) == 1, needle
+    return rows[0]
+
+
+def test_report_reads_correlations_on_the_holm_adjusted_p(tmp_path):
+    """Raw p 0.02 but Holm-adjusted 0.08: the key results call it not significant and show both p-values;
+    a summary without p_holm (older runs) is read on the raw p and says so."""
+    run = make_fake_run(tmp_path / "run")
+    summary = json.loads((run / "summary.json").read_text())
+    size = summary["correlations"]["egt2g_vs_size"]
+    size.update(p=0.02, p_holm=0.08, significant_holm=False, holm_family_size=4)
+    size["spearman"].update(p=0.03, p_holm=0.09, significant_holm=False, holm_family_size=4)
+    contact = summary["correlations"]["egt2g_vs_contact_ratio"]
+    contact.update(p=0.001, p_holm=0.004, significant_holm=True, holm_family_size=4)
+    (run / "summary.json").write_text(json.dumps(summary))
+    text = write_report(run).read_text(encoding="utf-8")
+    row = _key_row(text, "vs size")
+    assert "p = 0.020 (Holm-adjusted 0.080)" in row and "p = 0.030 (Holm-adjusted 0.090)" in row
+    assert "not significant at α = 0.05 (Holm-adjusted)" in row
+    assert "significant (Holm-adjusted p &lt; 0.01)" in _key_row(text, "vs contact ratio")
+    assert "<th>p (Holm)</th>" in text and "<td>0.080</td>" in text   # the correlations table
+
+    del size["p_holm"], size["spearman"]["p_holm"]
+    del contact["p_holm"]
+    (run / "summary.json").write_text(json.dumps(summary))
+    text = write_report(run).read_text(encoding="utf-8")
+    assert "significant at α = 0.05 (raw p, not corrected for multiple tests)" in _key_row(text, "vs size")
