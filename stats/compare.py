@@ -20,6 +20,12 @@ surface regions) are corrected together by Holm's method (``p_holm``); the repor
 sensitivity checks and are not corrected. With one lamella per sample, sample and lamella are confounded:
 a difference says these lamellae differ, and generalising to the conditions needs more lamellae.
 
+Beside the between-sample tests, ``surface_electrolyte_vs_void_combined`` combines the samples' *own*
+electrolyte- vs void-adjacent surface tests (each lamella's paired test on its particles) by weighted Stouffer
+(:func:`stats.inference.combined_surface_test`): whether the within-sample effect holds consistently over the
+compared samples (e.g. the paper's cycled cells). It is not a comparison between samples and stays outside the
+Holm family.
+
 A sample whose run found the interphase not resolvable (``summary.json``
 ``interphase_thickness_nm.resolvable`` false) is left out of the thickness test, with the reason recorded.
 """
@@ -34,6 +40,7 @@ import numpy as np
 
 from segment.errors import CeimapInputError
 
+from .inference import combined_surface_test
 from .report import (
     EGT2G_RANGE, PAPER_BINS, _esc, _figure, _fmt, _fmt_p, _na, _new_figure, _page, _plain_p, _read_csv,
     _table, _versions, write_text_atomic,
@@ -357,6 +364,12 @@ def compare_runs(run_dirs, names=None, *, min_pixels: int = MIN_BULK_PIXELS) -> 
 
     family = _holm(entries)
     bulk["location"]["p_holm"] = bulk.get("p_holm")
+    # within-sample surface effect combined over the samples: not a between-sample test, not in the family
+    entries["surface_electrolyte_vs_void_combined"] = dict(
+        combined_surface_test({n: (u["summary"].get("tests") or {}).get("surface_electrolyte_vs_void")
+                               for n, u in by_name.items()}),
+        quantity="NMC surface e_g/t_2g, electrolyte contact minus void-adjacent, within each sample, combined",
+        in_holm_family=False)
     bulk["spread"]["p_holm"] = entries["egt2g_bulk_spread"].get("p_holm")
 
     per_sample_summary = {}
@@ -380,6 +393,9 @@ def compare_runs(run_dirs, names=None, *, min_pixels: int = MIN_BULK_PIXELS) -> 
             "Two samples: Welch t (primary) and Mann-Whitney U; three or more: Welch ANOVA (primary), "
             "Kruskal-Wallis and Tukey HSD. Spread: Brown-Forsythe.",
             "Holm correction over the primary p-values of the reported between-sample tests (p_holm).",
+            "surface_electrolyte_vs_void_combined: each sample's own paired test (electrolyte- vs "
+            "void-adjacent NMC surface, particle as unit) combined over the samples by weighted Stouffer; "
+            "a within-sample effect, not a between-sample comparison, so outside the Holm family.",
             "With one lamella per sample, sample and lamella are confounded.",
         ],
         "parameters": {"min_pixels": min_pixels},
@@ -511,7 +527,8 @@ def render_compare_report(result: dict, units: dict, *, paper_bins: bool = False
         ["sample", "run folder", "particles", "thickness per particle (nm), mean ± sd",
          "bulk e<sub>g</sub>/t<sub>2g</sub> per particle, mean ± sd", "bulk bimodality",
          "surface at electrolyte − at void (run's own test)"], rows)
-        + '<p class="caption">Means ± sd over particles (one value per particle).</p>'))
+        + '<p class="caption">Means ± sd over particles (one value per particle).</p>'
+        + _combined_surface_text(result.get("surface_electrolyte_vs_void_combined"))))
 
     # plain-language findings (Holm-corrected, alpha 0.05)
     findings = []
@@ -606,6 +623,18 @@ def render_compare_report(result: dict, units: dict, *, paper_bins: bool = False
     sections.append(("provenance", "Provenance", prov))
     title = "ceimap comparison — " + " vs ".join(names)
     return _page(title, f"{len(names)} samples", sections)
+
+
+def _combined_surface_text(test) -> str:
+    """Paragraph under the samples table: the runs' own surface tests combined over the samples."""
+    if not isinstance(test, dict) or _finite(test.get("p_value")) is None:
+        return ""
+    z = ", ".join(f"{_esc(n)} z = {_fmt(v, 3)}" for n, v in (test.get("z") or {}).items())
+    return (f"<p>Surface at electrolyte − at void, the samples' own tests combined (weighted Stouffer, weights "
+            f"√n): Z = {_fmt(test.get('statistic'), 3)}, two-tailed p = {_fmt_p(test.get('p_value'))}, "
+            f"{_fmt(test.get('n_samples'))} samples, {_fmt(test.get('n_units'))} particles ({z}); "
+            f"{_esc(test.get('direction') or '')}. A within-sample effect, not a between-sample test "
+            f"(outside the Holm family).</p>")
 
 
 def _surface_text(test) -> str:

@@ -316,6 +316,21 @@ def test_paper_surface_lower_at_electrolyte_contact_p_below_0p01(demo_out, name)
     assert test["p_value"] < PAPER_SURFACE_ALPHA
 
 
+def test_paper_surface_effect_of_the_two_cycled_lamellae_combined_p_below_0p01(demo_out):
+    """The paper's conclusion over its cycled cells: each cycled lamella's own paired test (particles as units)
+    combined by weighted Stouffer in ``ceimap compare`` gives electrolyte contact lower than void-adjacent
+    surfaces with two-tailed p < 0.01 (4.25 V alone reaches it; 4.7 V alone does not: SURFACE_XFAIL)."""
+    from stats.compare import compare_runs
+
+    result = compare_runs([demo_out / name for name in CYCLED])
+    combined = result["surface_electrolyte_vs_void_combined"]
+    print(f"combined: Z = {combined['statistic']:.3f}, p = {combined['p_value']:.3g}, z = {combined['z']}")
+    assert combined["n_samples"] == 2 and combined["in_holm_family"] is False
+    assert combined["direction"] == "electrolyte lower"
+    assert all(z < 0 for z in combined["z"].values())
+    assert combined["p_value"] < PAPER_SURFACE_ALPHA
+
+
 def test_paper_bulk_bimodal_at_4p7v_only(demo_out):
     """Per-particle bulk e_g/t_2g means: bimodal after 4.7 V cycling, not after one charge or 4.25 V cycling."""
     calls = {name: summary_of(demo_out, name)["bimodality"]["bulk_particles"] for name in EXAMPLES}

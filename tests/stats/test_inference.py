@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from stats.inference import (correlation, correlations, edge_shift, holm_correlations, naive_pixel_test, paired_t,
+from stats.inference import (combined_surface_test, correlation, correlations, edge_shift, holm_correlations, naive_pixel_test, paired_t,
                              pixel_mixed_model, surface_electrolyte_vs_void, welch_t, wilcoxon_signed_rank)
 
 
@@ -155,3 +155,37 @@ def test_edge_shift():
     assert r["shift_ev"] == pytest.approx(0.2) and r["sigma_ev"] == pytest.approx(0.05)
     assert r["p_value"] == pytest.approx(2 * stats.norm.sf(4.0))
     assert np.isnan(edge_shift(163.9, np.nan, 164.1, 0.04)["p_value"])
+
+
+def test_combined_surface_test_is_weighted_stouffer():
+    """Known numbers: two samples with p = 0.05 and effects of the same sign, n = 9 and 16."""
+    res = combined_surface_test({"a": {"p_value": 0.05, "effect": -0.1, "n_units": 9},
+                                 "b": {"p_value": 0.05, "effect": -0.2, "n_units": 16},
+                                 "c": {"p_value": None, "effect": None, "n_units": 0, "reason": "too few units"}})
+    z = stats.norm.isf(0.025)
+    expected = -(3 * z + 4 * z) / 5
+    assert res["statistic"] == pytest.approx(expected)
+    assert res["p_value"] == pytest.approx(2 * stats.norm.sf(abs(expected)))
+    assert res["n_samples"] == 2 and res["n_units"] == 25 and res["direction"] == "electrolyte lower"
+    assert res["excluded"] == {"c": "too few units"}
+    # opposite directions cancel
+    res = combined_surface_test({"a": {"p_value": 0.01, "effect": -0.1, "n_units": 9},
+                                 "b": {"p_value": 0.01, "effect": 0.1, "n_units": 9}})
+    assert res["statistic"] == pytest.approx(0.0, abs=1e-12) and res["p_value"] == pytest.approx(1.0)
+    assert combined_surface_test({})["p_value"] is None
+
+
+def test_combined_surface_test_keeps_the_false_positive_rate_of_its_parts():
+    """Null simulation: per-sample paired t tests on 6-15 normal differences with mean 0, combined over 2-4
+    samples; the rejection rate at 0.05 stays within the binomial 99.9 % band of 0.05 (2000 draws)."""
+    rng = np.random.default_rng(5)
+    n_draws, rejections = 2000, 0
+    for _ in range(n_draws):
+        tests = {}
+        for k in range(rng.integers(2, 5)):
+            d = rng.normal(0.0, rng.uniform(0.02, 0.1), rng.integers(6, 16))
+            t_res = stats.ttest_1samp(d, 0.0)
+            tests[k] = {"p_value": float(t_res.pvalue), "effect": float(d.mean()), "n_units": d.size}
+        rejections += combined_surface_test(tests)["p_value"] < 0.05
+    low, high = stats.binom.ppf([0.0005, 0.9995], n_draws, 0.05) / n_draws
+    assert low <= rejections / n_draws <= high
