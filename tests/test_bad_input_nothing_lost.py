@@ -159,8 +159,12 @@ def test_same_inputs_give_byte_identical_results_and_inputs_stay_untouched(tmp_p
     lamella = B.valid_lamella(tmp_path / "in", "h5")
     inputs_before = snapshot(lamella.parent)
     first, second = tmp_path / "first", tmp_path / "second"
-    assert main(["run", str(lamella), "--out", str(first)]) == 0
-    assert main(["run", str(lamella), "--out", str(second)]) == 0
+    # the toy lamella (a 12 × 14 px STXM field with one absorbing rectangle, symmetric under a half turn) is
+    # too small for the registration's chance test to tell its place from its turned copies: the documented
+    # way through for such fields (docs/bad_input.md) — byte identity is what this test is about
+    accept = "--accept-registration"
+    assert main(["run", str(lamella), accept, "--out", str(first)]) == 0
+    assert main(["run", str(lamella), accept, "--out", str(second)]) == 0
     assert snapshot(lamella.parent) == inputs_before
 
     names = sorted(p.name for p in first.iterdir())
