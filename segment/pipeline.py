@@ -141,8 +141,53 @@ def register_checked(edge: str, od: Stack, stxm_path, sem, *, accept_unmatched: 
     return registration
 
 
+def _blas_threads() -> int | None:
+    """The BLAS thread limit in force here (None when there is no BLAS library or no limit to pass on)."""
+    from threadpoolctl import threadpool_info
+
+    counts = [info["num_threads"] for info in threadpool_info() if info.get("user_api") == "blas"]
+    return min(counts) if counts else None
+
+
+def _preprocess_edge(edge: str, stack: Stack, sem, accept_unmatched: bool, blas_threads: int | None):
+    """One edge's :func:`preprocess_stack` and :func:`register_checked` (what a worker process runs).
+
+    BLAS runs on the caller's number of threads (``stats.run.run_lamella`` limits it to one so that results do
+    not depend on the machine): a worker computes exactly what the serial loop computes.
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=blas_threads, user_api="blas"):
+        od, report, shifts = preprocess_stack(stack)
+        registration = register_checked(edge, od, stack.source, sem, accept_unmatched=accept_unmatched)
+    return od, report, shifts, registration
+
+
+def edge_workers(workers: int, n_edges: int) -> int:
+    """How many processes :func:`preprocess_lamella` runs its edges in: 1 (serial) unless it can do better.
+
+    Serial when one worker is asked for, when there is a single edge, or when this process is daemonic
+    (a ``multiprocessing`` / dask worker process, which may not have children).
+
+    Parameters
+    ----------
+    workers : int
+        Processes asked for.
+    n_edges : int
+
+    Returns
+    -------
+    int
+    """
+    import multiprocessing
+
+    if multiprocessing.current_process().daemon:
+        return 1
+    return max(1, min(int(workers), int(n_edges)))
+
+
 def preprocess_lamella(lamella: Lamella, *, progress: Callable[[str], None] = _silent,
-                       accept_unmatched: bool = False):
+                       accept_unmatched: bool = False, workers: int = 1):
     """The stages before classification: OD and drift per edge, registration to the SEM, spectral maps.
 
     Parameters
@@ -152,6 +197,15 @@ def preprocess_lamella(lamella: Lamella, *, progress: Callable[[str], None] = _s
         Called with a short message before each long step.
     accept_unmatched : bool
         Keep registrations that match no better than chance (:func:`register_checked`) instead of refusing.
+    workers : int
+        Processes to run the edges' drift correction, OD and registration in (one edge per process; 1, the
+        default, runs them one after the other here): the first edge runs in this process, the others in
+        ``workers - 1`` worker processes at the same time. The results are the same either way, and so is the
+        error a bad edge raises (that of the first bad edge in the lamella's order; with workers, only after
+        the edges already running have finished); see :func:`edge_workers` for when it stays serial anyway.
+        Worker processes are started with ``spawn`` (safe when this process has threads); each costs a fresh
+        interpreter and the imports (about 2 s of CPU), done while this process works on the first edge. As
+        with any ``spawn`` pool, a script that asks for workers needs the ``if __name__ == "__main__":`` guard.
 
     Returns
     -------
@@ -162,12 +216,49 @@ def preprocess_lamella(lamella: Lamella, *, progress: Callable[[str], None] = _s
     """
     sem = lamella.sem
     od_stacks, od_reports, drift_px, registrations = {}, {}, {}, {}
-    for edge, stack in lamella.stacks.items():
+    n_workers = edge_workers(workers, len(lamella.stacks))
+
+    def here(edge, stack):
         progress(f"{edge}: aligning {stack.n_energy} energy frames and converting to optical density")
         od, report, shifts = preprocess_stack(stack)
-        od_stacks[edge], od_reports[edge], drift_px[edge] = od, report, shifts
         progress(f"{edge}: registering STXM ({od.pixel_size_nm:.1f} nm px) onto SEM ({sem.pixel_size_nm:.2f} nm px)")
-        registrations[edge] = register_checked(edge, od, stack.source, sem, accept_unmatched=accept_unmatched)
+        return od, report, shifts, register_checked(edge, od, stack.source, sem, accept_unmatched=accept_unmatched)
+
+    edges = list(lamella.stacks)
+    if n_workers > 1:
+        # the first edge runs here while the others run in n_workers - 1 fresh processes, which start (import)
+        # in the meantime; results are taken in the lamella's order, so the first bad edge is the one reported
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        from .errors import CeimapInputError
+
+        first, others = edges[0], edges[1:]
+        blas_threads = _blas_threads()
+        with ProcessPoolExecutor(max_workers=n_workers - 1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {}
+            for edge in others:
+                futures[edge] = pool.submit(_preprocess_edge, edge, lamella.stacks[edge], sem, accept_unmatched,
+                                            blas_threads)
+            try:
+                results = {first: here(first, lamella.stacks[first])}
+                for edge in others:
+                    stack = lamella.stacks[edge]
+                    progress(f"{edge}: aligning {stack.n_energy} energy frames, converting to optical density and "
+                             f"registering STXM onto SEM (in a worker process, alongside {first})")
+                    try:
+                        results[edge] = futures[edge].result()
+                    except CeimapInputError as exc:
+                        raise exc from None  # as in the serial loop: the message is the whole story
+            except BaseException:
+                for future in futures.values():
+                    future.cancel()
+                raise
+        for edge in edges:
+            od_stacks[edge], od_reports[edge], drift_px[edge], registrations[edge] = results[edge]
+    else:
+        for edge in edges:
+            od_stacks[edge], od_reports[edge], drift_px[edge], registrations[edge] = here(edge, lamella.stacks[edge])
 
     egt2g = None
     if NI_EDGE in od_stacks:
@@ -300,6 +391,7 @@ def process_lamella(
     model=None,
     progress: Callable[[str], None] = _silent,
     accept_unmatched: bool = False,
+    workers: int = 1,
 ) -> PipelineResult:
     """Run the segment stages on one lamella: OD, drift, registration, spectra, classes, particles.
 
@@ -317,6 +409,9 @@ def process_lamella(
     accept_unmatched : bool
         Keep registrations that match no better than chance instead of refusing the lamella
         (:func:`register_checked`; ``ceimap run --accept-registration``).
+    workers : int
+        Processes the edges are preprocessed and registered in (:func:`preprocess_lamella`); 1 (the default)
+        keeps everything in this process. Same results either way.
 
     Returns
     -------
@@ -334,7 +429,7 @@ def process_lamella(
             classifier = PixelClassifier.load(model)
         classifier.check_lamella(sem, lamella.stacks)
     od_stacks, od_reports, drift_px, registrations, egt2g, s_edge = preprocess_lamella(
-        lamella, progress=progress, accept_unmatched=accept_unmatched)
+        lamella, progress=progress, accept_unmatched=accept_unmatched, workers=workers)
 
     if classifier is None:
         progress("segmenting: chemistry + SEM texture → class map")

@@ -7,6 +7,7 @@ Exit status: 0 success; 2 bad input or usage (the message names the file and the
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import traceback
@@ -91,8 +92,9 @@ def cmd_run(args) -> int:
         progress(f"loading the pixel classifier {args.model} (refitting it from its training data)")
         model = PixelClassifier.load(args.model)
         model.check_lamella(lamella.sem, lamella.stacks, path=args.model)
+    # the edges are preprocessed and registered in parallel processes (same results as serial)
     report = run_lamella(lamella, args.out, overwrite=args.overwrite, model=model, progress=progress,
-                          accept_unmatched=args.accept_registration)
+                          accept_unmatched=args.accept_registration, workers=min(2, os.cpu_count() or 1))
     print(report)
     return 0
 

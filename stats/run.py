@@ -182,6 +182,7 @@ def run_lamella(
     model=None,
     progress: Callable[[str], None] = lambda message: None,
     accept_unmatched: bool = False,
+    workers: int = 1,
 ) -> Path:
     """Process one lamella and write its results folder atomically.
 
@@ -201,6 +202,9 @@ def run_lamella(
     accept_unmatched : bool
         Keep a registration that matches no better than chance (``--accept-registration``) instead of
         refusing the lamella; recorded in ``summary.json`` parameters (``accept_unmatched_registration``).
+    workers : int
+        Processes the edges are preprocessed and registered in (:func:`segment.pipeline.preprocess_lamella`);
+        1 (the default) keeps everything in this process. The results are byte-identical either way.
 
     Returns
     -------
@@ -214,7 +218,8 @@ def run_lamella(
     # so without this a run differs in the last bits between machines, or between ceimap run and a batch
     # worker (dask limits its workers' threads). Same inputs → byte-identical results, anywhere.
     with threadpool_limits(limits=1, user_api="blas"):
-        result = process_lamella(lamella, model=model, progress=progress, accept_unmatched=accept_unmatched)
+        result = process_lamella(lamella, model=model, progress=progress, accept_unmatched=accept_unmatched,
+                                 workers=workers)
         progress("statistics on native STXM pixels")
         analysis = analyse_result(result)
     segmentation = compact_record(result.details.get("segmentation", {}))
