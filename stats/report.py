@@ -981,6 +981,20 @@ def _drift_of(entry):
     return a
 
 
+def _chance_text(test) -> str:
+    """One cell: the registration's chance test (``registration.json`` ``metrics.chance``)."""
+    if not isinstance(test, dict) or "better_than_chance" not in test:
+        return f'<span class="na">{NOT_AVAILABLE}</span>'
+    parts = []
+    for key, name in (("edge_correlation", "edges"), ("mutual_information", "MI")):
+        s = _get(test, key, default={}) or {}
+        if _num(_get(s, "z")) is not None:
+            parts.append(f"{name} z = {_fmt(_get(s, 'z'), 3)}")
+    verdict = ("better than chance" if test["better_than_chance"]
+               else '<b style="color:#d62728">not better than chance (accepted by the user)</b>')
+    return verdict + (f" ({', '.join(parts)})" if parts else "")
+
+
 def _registration_section(run) -> str:
     reg = run["registration"]
     if not isinstance(reg, dict) or not reg:
@@ -998,11 +1012,14 @@ def _registration_section(run) -> str:
         else:
             geo = [f'<span class="na">{NOT_AVAILABLE}</span>'] * 4
         rows.append([_esc(edge), _esc(_get(e, "method", default="")), _fmt(_get(e, "quality"), 3)] + geo
-                    + [extra or "—"])
+                    + [_chance_text(_get(metrics, "chance") if isinstance(metrics, dict) else None), extra or "—"])
     html_parts = [_table(["edge", "method", "quality", "scale x", "scale y", "rotation", "offset (SEM px)",
-                          "metrics"], rows),
+                          "match vs chance", "metrics"], rows),
                   '<p class="caption">Registration maps STXM pixel (x, y, 1) to SEM pixel (x, y, 1); scale in SEM '
-                  "pixels per STXM pixel.</p>"]
+                  "pixels per STXM pixel. Match vs chance: the edge correlation and mutual information of the "
+                  "registered STXM image against the same image turned by 90/180/270° or mirrored (7 copies, "
+                  "which cannot match); a registration that does not beat the copies is refused unless the run "
+                  "was told to accept it (<code>--accept-registration</code>).</p>"]
     drifts = {edge: _drift_of(e) for edge, e in edges.items()}
     drifts = {k: v for k, v in drifts.items() if v is not None and len(v)}
     if drifts:

@@ -257,3 +257,23 @@ def test_report_reads_correlations_on_the_holm_adjusted_p(tmp_path):
     (run / "summary.json").write_text(json.dumps(summary))
     text = write_report(run).read_text(encoding="utf-8")
     assert "significant at α = 0.05 (raw p, not corrected for multiple tests)" in _key_row(text, "vs size")
+
+
+def test_registration_table_shows_the_chance_test_and_an_accepted_failure():
+    """The registration table states whether each edge's match beat its turned/mirrored copies, and flags a
+    registration kept with --accept-registration although it did not."""
+    from stats.report import _registration_section
+
+    def edge(better):
+        test = {"better_than_chance": better, "edge_correlation": {"z": 63.0 if better else 1.2},
+                "mutual_information": {"z": 21.4 if better else 0.3}}
+        return {"matrix": [[3.0, 0.0, 5.0], [0.0, 3.0, 7.0], [0.0, 0.0, 1.0]], "method": "mi", "quality": 0.4,
+                "metrics": {"chance": test, "nmi": 1.2}}
+
+    html = _registration_section({"registration": {"Ni-L": edge(True), "S-L": edge(False)}})
+    text = re.sub(r"<[^>]+>", "", html)
+    assert "match vs chance" in text
+    assert "better than chance (edges z = 63, MI z = 21.4)" in text
+    assert "not better than chance (accepted by the user) (edges z = 1.2, MI z = 0.3)" in text
+    older = _registration_section({"registration": {"Ni-L": {**edge(True), "metrics": {"nmi": 1.2}}}})
+    assert "not available" in re.sub(r"<[^>]+>", "", older)
