@@ -644,19 +644,12 @@ def spectral_sources(maps: dict) -> dict:
 def _bilinear(stack: np.ndarray, sy: np.ndarray, sx: np.ndarray) -> np.ndarray:
     """Bilinear interpolation of every map of ``stack`` (k, ny, nx) at points (row ``sy``, column ``sx``),
     edge values held beyond the outer pixel centres (``scipy.ndimage.map_coordinates`` order 1, mode
-    "nearest"); shape (k, n)."""
-    k, h, w = stack.shape
-    y, x = np.clip(sy, 0.0, h - 1.0), np.clip(sx, 0.0, w - 1.0)
-    y0 = np.minimum(np.floor(y).astype(np.intp), max(h - 2, 0))
-    x0 = np.minimum(np.floor(x).astype(np.intp), max(w - 2, 0))
-    ty, tx = y - y0, x - x0
-    i00 = y0 * w + x0
-    i01 = i00 + (1 if w > 1 else 0)
-    dy = w if h > 1 else 0
-    flat = stack.reshape(k, h * w)
-    top = flat[:, i00] * (1.0 - tx) + flat[:, i01] * tx
-    bottom = flat[:, i00 + dy] * (1.0 - tx) + flat[:, i01 + dy] * tx
-    return top * (1.0 - ty) + bottom * ty
+    "nearest", the interpolation :func:`segment.register.warp_to_sem` uses); shape (k, n)."""
+    from scipy import ndimage
+
+    coords = np.stack([np.asarray(sy, float), np.asarray(sx, float)])
+    return np.stack([ndimage.map_coordinates(m, coords, order=1, mode="nearest") for m in stack]) if len(stack) \
+        else np.zeros((0, coords.shape[1]))
 
 
 def _spectral_into(out: np.ndarray, yy: np.ndarray, xx: np.ndarray, n_sem: int, boxes: dict) -> None:
