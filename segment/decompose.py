@@ -361,20 +361,26 @@ def nnls_fit(od: np.ndarray, references: np.ndarray, *, constant: bool = True,
     best_rss = np.full(n_pix, np.inf)
     best_coef = np.zeros((n_pix, n_cols))
     const_idx = [n_ref] if constant else []
+    shared = gram.shape[0] == 1
+    # pixels last: each entry of a stacked Gram matrix is one contiguous vector over the pixels
+    gram_t = gram[0] if shared else np.ascontiguousarray(gram.transpose(1, 2, 0))
+    rhs_t = np.ascontiguousarray(rhs.T)
     for size in range(0, n_ref + 1):
         for subset in combinations(range(n_ref), size):
             idx = np.array(list(subset) + const_idx, dtype=np.intp)
             if idx.size:
-                g = gram[:, idx[:, None], idx[None, :]]
-                if gram.shape[0] == 1:
-                    g = np.broadcast_to(g, (n_pix, idx.size, idx.size))
-                bb = rhs[:, idx]
-                g = g + np.eye(idx.size) * 1e-12 * np.trace(g, axis1=1, axis2=2)[:, None, None]
-                sol = np.linalg.solve(g, bb[..., None])[..., 0]
+                g = gram_t[idx[:, None], idx[None, :]]
+                bb = rhs_t[idx]
+                if shared:
+                    g = g + np.eye(idx.size) * 1e-12 * np.trace(g)
+                    sol = np.linalg.solve(g, bb)
+                else:
+                    g = g + np.eye(idx.size)[..., None] * (1e-12 * np.trace(g))[None, None, :]
+                    sol = _solve_spd_stack(g, bb)
                 # rss = x'Wx - 2 c'b + c'Gc = x'Wx - c'b at the optimum
-                rss = xx - np.sum(sol * bb, axis=1)
+                rss = xx - np.sum(sol * bb, axis=0)
                 # the subset's coefficients come first in ``idx`` (the constant last, any sign)
-                better = np.all(sol[:, :size] >= 0, axis=1) & (rss < best_rss)
+                better = np.all(sol[:size] >= 0, axis=0) & (rss < best_rss)
             else:
                 sol, rss = None, xx
                 better = rss < best_rss
@@ -384,7 +390,7 @@ def nnls_fit(od: np.ndarray, references: np.ndarray, *, constant: bool = True,
             best_rss[rows] = rss[rows]
             best_coef[rows] = 0.0
             if sol is not None:
-                best_coef[rows[:, None], idx[None, :]] = sol[rows]
+                best_coef[rows[:, None], idx[None, :]] = sol[:, rows].T
     best_a = best_coef[:, :n_ref]
     best_c = best_coef[:, n_ref] if constant else np.zeros(n_pix)
     model = np.einsum("pj,pjf->pf", best_a, refs_p) if per_pixel else best_a @ refs_p[0]
@@ -394,3 +400,36 @@ def nnls_fit(od: np.ndarray, references: np.ndarray, *, constant: bool = True,
         components=refs.copy(), abundances=best_a.reshape(*lead, n_ref), residual=residual.reshape(lead),
         method="nnls", details={"constant": best_c.reshape(lead), "n_features": n_feat},
     )
+
+
+def _solve_spd_stack(gram: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """Solve ``gram[:, :, p] @ x[:, p] = rhs[:, p]`` for every ``p`` (small symmetric positive-definite systems).
+
+    A Cholesky factorisation written over the stack (pixels last, each matrix entry a contiguous vector), so
+    that the work is a few dozen whole-array operations instead of one LAPACK call per pixel: for the
+    5 × 5 systems of :func:`nnls_fit` on 10⁴ pixels, ~8× faster than ``np.linalg.solve`` on the stack.
+
+    Parameters
+    ----------
+    gram : ndarray, shape (k, k, n)
+        Symmetric positive-definite matrices (regularised by the caller).
+    rhs : ndarray, shape (k, n)
+
+    Returns
+    -------
+    ndarray, shape (k, n)
+    """
+    k = gram.shape[0]
+    chol = np.zeros_like(gram)
+    for j in range(k):
+        diag = gram[j, j] - np.sum(chol[j, :j] ** 2, axis=0)
+        chol[j, j] = np.sqrt(np.maximum(diag, np.finfo(float).tiny))
+        for i in range(j + 1, k):
+            chol[i, j] = (gram[i, j] - np.sum(chol[i, :j] * chol[j, :j], axis=0)) / chol[j, j]
+    y = np.empty_like(rhs)
+    for i in range(k):
+        y[i] = (rhs[i] - np.sum(chol[i, :i] * y[:i], axis=0)) / chol[i, i]
+    x = np.empty_like(rhs)
+    for i in reversed(range(k)):
+        x[i] = (y[i] - np.sum(chol[i + 1:, i] * x[i + 1:], axis=0)) / chol[i, i]
+    return x
