@@ -18,6 +18,7 @@ from .particles import label_particles
 from .register import Registration, contrast_image, register_stxm_to_sem
 from .spectra import egt2g_map, s_edge_map
 from .stack import Stack, optical_density
+from .workers import edge_workers, spawn_pool
 
 NI_EDGE = "Ni-L"
 S_EDGE = "S-L"
@@ -163,31 +164,8 @@ def _preprocess_edge(edge: str, stack: Stack, sem, accept_unmatched: bool, blas_
     return od, report, shifts, registration
 
 
-def edge_workers(workers: int, n_edges: int) -> int:
-    """How many processes :func:`preprocess_lamella` runs its edges in: 1 (serial) unless it can do better.
-
-    Serial when one worker is asked for, when there is a single edge, or when this process is daemonic
-    (a ``multiprocessing`` / dask worker process, which may not have children).
-
-    Parameters
-    ----------
-    workers : int
-        Processes asked for.
-    n_edges : int
-
-    Returns
-    -------
-    int
-    """
-    import multiprocessing
-
-    if multiprocessing.current_process().daemon:
-        return 1
-    return max(1, min(int(workers), int(n_edges)))
-
-
 def preprocess_lamella(lamella: Lamella, *, progress: Callable[[str], None] = _silent,
-                       accept_unmatched: bool = False, workers: int = 1):
+                       accept_unmatched: bool = False, workers: int = 1, pool=None):
     """The stages before classification: OD and drift per edge, registration to the SEM, spectral maps.
 
     Parameters
@@ -206,6 +184,9 @@ def preprocess_lamella(lamella: Lamella, *, progress: Callable[[str], None] = _s
         Worker processes are started with ``spawn`` (safe when this process has threads); each costs a fresh
         interpreter and the imports (about 2 s of CPU), done while this process works on the first edge. As
         with any ``spawn`` pool, a script that asks for workers needs the ``if __name__ == "__main__":`` guard.
+    pool : concurrent.futures.Executor, optional
+        A process pool (:func:`spawn_pool`) to run the other edges in instead of starting one (``workers`` is
+        then not used): the caller keeps it, e.g. to draw the report in it later.
 
     Returns
     -------
@@ -216,7 +197,7 @@ def preprocess_lamella(lamella: Lamella, *, progress: Callable[[str], None] = _s
     """
     sem = lamella.sem
     od_stacks, od_reports, drift_px, registrations = {}, {}, {}, {}
-    n_workers = edge_workers(workers, len(lamella.stacks))
+    n_workers = edge_workers(workers, len(lamella.stacks)) if pool is None else 1 + (len(lamella.stacks) > 1)
 
     def here(edge, stack):
         progress(f"{edge}: aligning {stack.n_energy} energy frames and converting to optical density")
@@ -228,14 +209,13 @@ def preprocess_lamella(lamella: Lamella, *, progress: Callable[[str], None] = _s
     if n_workers > 1:
         # the first edge runs here while the others run in n_workers - 1 fresh processes, which start (import)
         # in the meantime; results are taken in the lamella's order, so the first bad edge is the one reported
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
+        from contextlib import nullcontext
 
         from .errors import CeimapInputError
 
         first, others = edges[0], edges[1:]
         blas_threads = _blas_threads()
-        with ProcessPoolExecutor(max_workers=n_workers - 1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        with nullcontext(pool) if pool is not None else spawn_pool(n_workers - 1) as pool:
             futures = {}
             for edge in others:
                 futures[edge] = pool.submit(_preprocess_edge, edge, lamella.stacks[edge], sem, accept_unmatched,
@@ -392,6 +372,7 @@ def process_lamella(
     progress: Callable[[str], None] = _silent,
     accept_unmatched: bool = False,
     workers: int = 1,
+    pool=None,
 ) -> PipelineResult:
     """Run the segment stages on one lamella: OD, drift, registration, spectra, classes, particles.
 
@@ -412,6 +393,8 @@ def process_lamella(
     workers : int
         Processes the edges are preprocessed and registered in (:func:`preprocess_lamella`); 1 (the default)
         keeps everything in this process. Same results either way.
+    pool : concurrent.futures.Executor, optional
+        A process pool to run the other edges in (:func:`preprocess_lamella`), kept by the caller.
 
     Returns
     -------
@@ -429,7 +412,7 @@ def process_lamella(
             classifier = PixelClassifier.load(model)
         classifier.check_lamella(sem, lamella.stacks)
     od_stacks, od_reports, drift_px, registrations, egt2g, s_edge = preprocess_lamella(
-        lamella, progress=progress, accept_unmatched=accept_unmatched, workers=workers)
+        lamella, progress=progress, accept_unmatched=accept_unmatched, workers=workers, pool=pool)
 
     if classifier is None:
         progress("segmenting: chemistry + SEM texture → class map")

@@ -7,6 +7,7 @@ Exit status: 0 success; 2 bad input or usage (the message names the file and the
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 import time
@@ -80,21 +81,32 @@ def _require_ni(lamella) -> None:
 
 
 def cmd_run(args) -> int:
-    from .run import run_lamella
+    from contextlib import ExitStack
+
+    from segment.workers import spawn_pool
 
     progress = _Progress()
     lamella = load_lamella_from_args(args)
     _require_ni(lamella)
-    model = None
-    if args.model is not None:
-        from segment.classifier import PixelClassifier
+    with ExitStack() as stack:
+        pool = None
+        if (os.cpu_count() or 1) > 1:
+            # one worker process, started before our own heavy imports so that its imports overlap them: it
+            # preprocesses and registers the second edge alongside the first, then draws half of the report
+            # (same results as serial)
+            pool = stack.enter_context(spawn_pool(1))
+            pool.submit(importlib.import_module, "segment.pipeline")
+        from .run import run_lamella
 
-        progress(f"loading the pixel classifier {args.model} (refitting it from its training data)")
-        model = PixelClassifier.load(args.model)
-        model.check_lamella(lamella.sem, lamella.stacks, path=args.model)
-    # the edges are preprocessed and registered in parallel processes (same results as serial)
-    report = run_lamella(lamella, args.out, overwrite=args.overwrite, model=model, progress=progress,
-                          accept_unmatched=args.accept_registration, workers=min(2, os.cpu_count() or 1))
+        model = None
+        if args.model is not None:
+            from segment.classifier import PixelClassifier
+
+            progress(f"loading the pixel classifier {args.model} (refitting it from its training data)")
+            model = PixelClassifier.load(args.model)
+            model.check_lamella(lamella.sem, lamella.stacks, path=args.model)
+        report = run_lamella(lamella, args.out, overwrite=args.overwrite, model=model, progress=progress,
+                             accept_unmatched=args.accept_registration, pool=pool)
     print(report)
     return 0
 

@@ -1311,10 +1311,77 @@ def write_text_atomic(path, text: str) -> Path:
     return path
 
 
-def render_report(out_dir, *, paper_bins: bool = False) -> str:
-    """The report of a run folder as an HTML string (see :func:`write_report`)."""
+_SECTIONS = (
+    ("summary", "Key results", "_key_results"),
+    ("maps", "Maps", "_maps_section"),
+    ("spectra", "Spectra per class", "_spectra_section"),
+    ("decomposition", "Unmixing: components and abundances", "_decomposition_section"),
+    ("histograms", "e<sub>g</sub>/t<sub>2g</sub> by region", "_histogram_section"),
+    ("particles", "Per particle", "_per_particle_section"),
+    ("thickness", "Interphase thickness", "_thickness_section"),
+    ("tests", "Statistical tests", "_tests_section"),
+    ("bimodality", "Bimodality", "_bimodality_section"),
+    ("correlations", "Correlations", "_correlations_section"),
+    ("s-edge", "S L-edge", "_s_edge_section"),
+    ("registration", "Registration and drift", "_registration_section"),
+    ("methods", "Methods", "_methods_section"),
+)
+"""The report's sections in page order: (anchor, title, function of the loaded run)."""
+
+_OFFLOADED = ("maps", "histograms")
+"""Sections drawn in a worker process when :func:`render_report` is given a pool: the two largest figures
+(2048² maps resampled, per-region histograms), about half the drawing time of a report."""
+
+
+def _render_sections(out_dir, names, paper_bins: bool = False) -> dict:
+    """HTML of the named sections (anchors of ``_SECTIONS``) of a run folder; what a worker process runs."""
+    run = load_run(Path(out_dir))
+    return _sections_html(run, names, paper_bins)
+
+
+def _sections_html(run, names, paper_bins: bool) -> dict:
+    functions = {sid: name for sid, _, name in _SECTIONS}
+    out = {}
+    for sid in names:
+        function = globals()[functions[sid]]
+        out[sid] = function(run, paper_bins) if sid == "histograms" else function(run)
+    return out
+
+
+def warm_up() -> None:
+    """Import what drawing a report needs (matplotlib's Agg canvas, pandas), e.g. in an idle worker process."""
+    import pandas  # noqa: F401
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(1, 1), layout="constrained")
+    fig.subplots().set_title("warm-up")
+    FigureCanvasAgg(fig).draw()  # loads the font and its cache once
+
+
+def render_report(out_dir, *, paper_bins: bool = False, pool=None) -> str:
+    """The report of a run folder as an HTML string (see :func:`write_report`).
+
+    Parameters
+    ----------
+    out_dir : path-like
+    paper_bins : bool, optional
+    pool : concurrent.futures.Executor, optional
+        A process pool: the largest figures (``_OFFLOADED``) are then drawn in one of its workers, from the
+        files of ``out_dir``, while this process draws the others. The page is the same.
+    """
     out = Path(out_dir)
-    run = load_run(out)
+    future = pool.submit(_render_sections, str(out), _OFFLOADED, paper_bins) if pool is not None else None
+    try:
+        run = load_run(out)
+        html_of = _sections_html(run, [sid for sid, _, _ in _SECTIONS if future is None or sid not in _OFFLOADED],
+                                 paper_bins)
+        if future is not None:
+            html_of.update(future.result())
+    except BaseException:
+        if future is not None:
+            future.cancel()
+        raise
     s = run["summary"]
     name = _get(s, "name", "lamella")
     sample = _get(s, "sample")
@@ -1328,26 +1395,12 @@ def render_report(out_dir, *, paper_bins: bool = False) -> str:
     if ver:
         meta_parts.append(f"ceimap {_esc(ver)}")
     meta = " · ".join(meta_parts) or "ceimap run report"
-    sections = [
-        ("summary", "Key results", _key_results(run)),
-        ("maps", "Maps", _maps_section(run)),
-        ("spectra", "Spectra per class", _spectra_section(run)),
-        ("decomposition", "Unmixing: components and abundances", _decomposition_section(run)),
-        ("histograms", "e<sub>g</sub>/t<sub>2g</sub> by region", _histogram_section(run, paper_bins)),
-        ("particles", "Per particle", _per_particle_section(run)),
-        ("thickness", "Interphase thickness", _thickness_section(run)),
-        ("tests", "Statistical tests", _tests_section(run)),
-        ("bimodality", "Bimodality", _bimodality_section(run)),
-        ("correlations", "Correlations", _correlations_section(run)),
-        ("s-edge", "S L-edge", _s_edge_section(run)),
-        ("registration", "Registration and drift", _registration_section(run)),
-        ("methods", "Methods", _methods_section(run)),
-        ("provenance", "Provenance", _provenance_section(run, out)),
-    ]
+    sections = [(sid, title_html, html_of[sid]) for sid, title_html, _ in _SECTIONS]
+    sections.append(("provenance", "Provenance", _provenance_section(run, out)))
     return _page(title, meta, sections)
 
 
-def write_report(out_dir, *, paper_bins: bool = False, path=None) -> Path:
+def write_report(out_dir, *, paper_bins: bool = False, path=None, pool=None) -> Path:
     """Render ``OUT/report.html`` from the files of a run folder, without recomputing anything.
 
     Parameters
@@ -1362,6 +1415,8 @@ def write_report(out_dir, *, paper_bins: bool = False, path=None) -> Path:
         Freedman–Diaconis bins over the same range.
     path : str or path-like, optional
         Where to write; default ``out_dir / "report.html"``.
+    pool : concurrent.futures.Executor, optional
+        A process pool to draw the largest figures in, alongside this process (:func:`render_report`).
 
     Returns
     -------
@@ -1378,5 +1433,5 @@ def write_report(out_dir, *, paper_bins: bool = False, path=None) -> Path:
     out = Path(out_dir)
     if not out.is_dir():
         raise CeimapInputError("not a run folder (does not exist or is not a folder)", path=out)
-    text = render_report(out, paper_bins=paper_bins)
+    text = render_report(out, paper_bins=paper_bins, pool=pool)
     return write_text_atomic(Path(path) if path is not None else out / "report.html", text)

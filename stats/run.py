@@ -7,6 +7,7 @@ return, in the formats of CONTRACT.md.
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Callable
 
@@ -18,12 +19,13 @@ from segment import CLASS_CODES
 from segment.io.jsonfile import write_json
 from segment.lamella import Lamella, check_lamella
 from segment.pipeline import NI_EDGE, S_EDGE, PipelineResult, process_lamella
+from segment.workers import edge_workers, spawn_pool
 from segment.register import labels_to_stxm, warp_to_sem
 from segment.spectra import mean_spectra_by_label
 
 from .analysis import Analysis, analyse_maps
 from .outputs import AtomicFolder, check_output_folder, provenance, write_csv, write_tiff
-from .report import write_report
+from .report import warm_up, write_report
 
 CLASS_NAMES = {code: name for name, code in CLASS_CODES.items()}
 
@@ -144,8 +146,11 @@ def decomposition_outputs(result: PipelineResult):
     return components, abundances, np.asarray(matrix, float)
 
 
-def write_results(out: Path, result: PipelineResult, analysis: Analysis, prov: dict) -> None:
-    """Write every output file of CONTRACT.md (and the report's extras) into the folder ``out``."""
+def write_results(out: Path, result: PipelineResult, analysis: Analysis, prov: dict, *, pool=None) -> None:
+    """Write every output file of CONTRACT.md (and the report's extras) into the folder ``out``.
+
+    ``pool``: a process pool the report may draw its largest figures in (:func:`stats.report.render_report`).
+    """
     lamella = result.lamella
     write_tiff(out / "classes.tif", result.classes.astype(np.uint8))
     write_tiff(out / "particles.tif", result.particles.astype(np.uint32))
@@ -171,7 +176,7 @@ def write_results(out: Path, result: PipelineResult, analysis: Analysis, prov: d
         write_json(out / "s_edge.json", analysis.summary["s_edge"])
     summary = {"name": lamella.name, "sample": lamella.sample, **analysis.summary, "provenance": prov}
     write_json(out / "summary.json", summary)
-    write_report(out)
+    write_report(out, pool=pool)
 
 
 def run_lamella(
@@ -183,6 +188,7 @@ def run_lamella(
     progress: Callable[[str], None] = lambda message: None,
     accept_unmatched: bool = False,
     workers: int = 1,
+    pool=None,
 ) -> Path:
     """Process one lamella and write its results folder atomically.
 
@@ -203,8 +209,14 @@ def run_lamella(
         Keep a registration that matches no better than chance (``--accept-registration``) instead of
         refusing the lamella; recorded in ``summary.json`` parameters (``accept_unmatched_registration``).
     workers : int
-        Processes the edges are preprocessed and registered in (:func:`segment.pipeline.preprocess_lamella`);
-        1 (the default) keeps everything in this process. The results are byte-identical either way.
+        Processes to work in: with 2 or more, the edges are preprocessed and registered at the same time
+        (:func:`segment.pipeline.preprocess_lamella`), and the same worker process later draws the report's
+        largest figures alongside this one (:func:`stats.report.render_report`). 1 (the default) keeps
+        everything in this process. The results are byte-identical either way.
+    pool : concurrent.futures.Executor, optional
+        A process pool (:func:`segment.workers.spawn_pool`) to use in this way instead of starting one (then
+        ``workers`` is not used); the caller keeps it. ``ceimap run`` starts its worker first thing, so that
+        the worker's imports overlap its own.
 
     Returns
     -------
@@ -217,11 +229,22 @@ def run_lamella(
     # BLAS on one thread: reductions split over threads add in an order that depends on the thread count,
     # so without this a run differs in the last bits between machines, or between ceimap run and a batch
     # worker (dask limits its workers' threads). Same inputs → byte-identical results, anywhere.
-    with threadpool_limits(limits=1, user_api="blas"):
-        result = process_lamella(lamella, model=model, progress=progress, accept_unmatched=accept_unmatched,
-                                 workers=workers)
-        progress("statistics on native STXM pixels")
-        analysis = analyse_result(result)
+    with ExitStack() as stack:
+        if pool is None and edge_workers(workers, len(lamella.stacks)) > 1:
+            pool = stack.enter_context(spawn_pool(edge_workers(workers, len(lamella.stacks)) - 1))
+        with threadpool_limits(limits=1, user_api="blas"):
+            result = process_lamella(lamella, model=model, progress=progress, accept_unmatched=accept_unmatched,
+                                     pool=pool)
+            if pool is not None:
+                pool.submit(warm_up)  # the worker is idle now: it imports the plotting while we compute
+            progress("statistics on native STXM pixels")
+            analysis = analyse_result(result)
+        _write_run(out, lamella, result, analysis, accept_unmatched, progress, pool)
+    return out / "report.html"
+
+
+def _write_run(out: Path, lamella: Lamella, result: PipelineResult, analysis: Analysis, accept_unmatched: bool,
+               progress: Callable[[str], None], pool) -> None:
     segmentation = compact_record(result.details.get("segmentation", {}))
     timings = segmentation.pop("timings_s", None)  # run-to-run noise: kept beside the timestamp, not as a parameter
     parameters = {"segmentation": segmentation,
@@ -235,5 +258,4 @@ def run_lamella(
         prov["timings_s"] = timings
     progress(f"writing results to {out}")
     with AtomicFolder(out) as tmp:
-        write_results(tmp, result, analysis, prov)
-    return out / "report.html"
+        write_results(tmp, result, analysis, prov, pool=pool)

@@ -46,7 +46,7 @@ def stand_ins(monkeypatch):
     names = ["classes.tif", "particles.tif", "egt2g.tif", "registration.json", "particles.csv", "thickness.csv",
              "summary.json", "report.html"]
 
-    def write_results(out, result, analysis, prov):
+    def write_results(out, result, analysis, prov, **kwargs):
         state["folders"].append(Path(out))
         state["target_existed_while_writing"] = state["target"].exists()
         for k, name in enumerate(names):

@@ -277,3 +277,38 @@ def test_registration_table_shows_the_chance_test_and_an_accepted_failure():
     assert "not better than chance (accepted by the user) (edges z = 1.2, MI z = 0.3)" in text
     older = _registration_section({"registration": {"Ni-L": {**edge(True), "metrics": {"nmi": 1.2}}}})
     assert "not available" in re.sub(r"<[^>]+>", "", older)
+
+
+def _without_stamp(text):
+    return re.sub(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", "", text)
+
+
+def test_report_drawn_with_a_worker_process_is_the_same_page(tmp_path):
+    """``render_report(pool=...)``: the largest figures drawn in a spawned worker from the folder's files give
+    the page drawn here alone (images byte for byte, text apart from the rendering time stamp)."""
+    from segment.workers import spawn_pool
+    from stats.report import _OFFLOADED, render_report
+
+    run = make_fake_run(tmp_path / "run")
+    alone = render_report(run)
+    with spawn_pool(1) as pool:
+        shared = render_report(run, pool=pool)
+    assert set(_OFFLOADED) <= {"maps", "histograms", "spectra", "decomposition", "particles"}
+    assert _images(shared) == _images(alone) and len(_images(alone)) >= 5
+    assert _without_stamp(shared) == _without_stamp(alone)
+
+
+def test_report_worker_errors_reach_the_caller(tmp_path, monkeypatch):
+    """A section failing in the worker fails the report (nothing half-drawn is written)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import stats.report as report
+
+    def broken(run):
+        raise RuntimeError("maps went wrong")
+
+    monkeypatch.setattr(report, "_maps_section", broken)
+    run = make_fake_run(tmp_path / "run")
+    with pytest.raises(RuntimeError, match="maps went wrong"), ThreadPoolExecutor(1) as pool:
+        report.write_report(run, pool=pool)
+    assert not (run / "report.html").exists()
