@@ -12,6 +12,7 @@ import os
 import sys
 import time
 import traceback
+from contextlib import ExitStack
 from pathlib import Path
 
 from segment.errors import CeimapInputError
@@ -80,22 +81,28 @@ def _require_ni(lamella) -> None:
     check_lamella(lamella, required_edges=("Ni-L",))
 
 
-def cmd_run(args) -> int:
-    from contextlib import ExitStack
+def _worker_pool(stack: ExitStack):
+    """One worker process (None on a one-core machine), closed with ``stack``.
 
+    Started before the heavy imports of the caller, so that its own imports (it loads the pipeline at once)
+    overlap them. :func:`stats.run.run_lamella` preprocesses and registers the second edge in it alongside the
+    first, then draws half of the report there (same results as serial).
+    """
     from segment.workers import spawn_pool
 
+    if (os.cpu_count() or 1) < 2:
+        return None
+    pool = stack.enter_context(spawn_pool(1))
+    pool.submit(importlib.import_module, "segment.pipeline")
+    return pool
+
+
+def cmd_run(args) -> int:
     progress = _Progress()
     lamella = load_lamella_from_args(args)
     _require_ni(lamella)
     with ExitStack() as stack:
-        pool = None
-        if (os.cpu_count() or 1) > 1:
-            # one worker process, started before our own heavy imports so that its imports overlap them: it
-            # preprocesses and registers the second edge alongside the first, then draws half of the report
-            # (same results as serial)
-            pool = stack.enter_context(spawn_pool(1))
-            pool.submit(importlib.import_module, "segment.pipeline")
+        pool = _worker_pool(stack)
         from .run import run_lamella
 
         model = None
@@ -307,14 +314,15 @@ def cmd_demo(args) -> int:
         raise CeimapInputError("the folder exists, is not empty and is not a ceimap demo folder; "
                                "choose another --out or pass --overwrite", path=out)
     progress = _Progress()
-    with AtomicFolder(out) as tmp:
+    with ExitStack() as stack, AtomicFolder(out) as tmp:
+        pool = _worker_pool(stack)
         (tmp / DEMO_MARKER).write_text("written by `ceimap demo`; the demo replaces this folder\n")
         runs = []
         for manifest in manifests:
             lamella = read_lamella(manifest)
             _require_ni(lamella)
             progress.prefix = f"{lamella.name}: "
-            run_lamella(lamella, tmp / lamella.name, progress=progress)
+            run_lamella(lamella, tmp / lamella.name, progress=progress, pool=pool)
             runs.append(tmp / lamella.name)
         progress.prefix = ""
         progress("comparing samples")
