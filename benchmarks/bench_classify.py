@@ -80,30 +80,38 @@ def _skimage_predict(rf, image):
 
 def _f1_rows(lam, od, regs, maps, ann, clf) -> list[dict]:
     """Macro F1 of both on the 4.25 V lamella itself (truth of the generator), the trained-on image: the
-    classifier's map (what is timed below), and after the SEM boundary refinement ``ceimap run --model`` applies
-    (:func:`segment.classifier.refine_boundaries`, timed here on the lamella)."""
+    classifier's map (what is timed below), after the SEM boundary refinement ``ceimap run --model`` applies
+    (:func:`segment.classifier.refine_boundaries`, timed here on the lamella) and after the interphase is re-drawn
+    from the chemistry (:func:`segment.classifier.place_interphase`, timed likewise): the steps of
+    :func:`segment.pipeline.classify_with_model`."""
     from segment.assign import split_empty
-    from segment.classifier import macro_f1, refine_boundaries
+    from segment.classifier import macro_f1, place_interphase, refine_boundaries
 
     _, truth = load_example("cycled_4p25v")
     classes, _, _ = clf.predict(lam.sem, od, regs, **maps)
     stxm_px = max(float(o.pixel_size_nm) for o in od.values())
     with timed() as t_refine:
         refined = refine_boundaries(classes, lam.sem.image, lam.sem.pixel_size_nm, stxm_px)
-    for c in (classes, refined):
+    with timed() as t_place:
+        placed, _ = place_interphase(refined, od, regs, float(lam.sem.pixel_size_nm))
+    for c in (classes, refined, placed):
         c[split_empty(c == 4, lam.sem.pixel_size_nm)] = 0
-    ours, ours_refined = macro_f1(classes, truth["classes"])[0], macro_f1(refined, truth["classes"])[0]
+    ours, ours_refined, ours_placed = (macro_f1(c, truth["classes"])[0] for c in (classes, refined, placed))
     base = _skimage_predict(_skimage_train(lam.sem.image, ann), lam.sem.image)
     theirs = macro_f1(base, truth["classes"])[0]
     log(f"  macro F1 within the 4.25 V lamella: ceimap {ours:.3f} (refined {ours_refined:.3f}, "
-        f"{t_refine['s']:.1f} s), skimage {theirs:.3f}")
+        f"{t_refine['s']:.1f} s; interphase placed {ours_placed:.3f}, {t_place['s']:.1f} s), skimage {theirs:.3f}")
     n = lam.sem.image.size
     return [row(BENCH, "4.25 V lamella, trained on its strokes", "macro F1", "", ours, BASELINE, theirs,
                 better="higher"),
-            row(BENCH, "4.25 V lamella, + boundary refinement (run --model)", "macro F1", "", ours_refined, BASELINE,
+            row(BENCH, "4.25 V lamella, + boundary refinement", "macro F1", "", ours_refined, BASELINE,
                 theirs, better="higher"),
+            row(BENCH, "4.25 V lamella, + interphase from the chemistry (run --model)", "macro F1", "", ours_placed,
+                BASELINE, theirs, better="higher"),
             row(BENCH, f"boundary refinement, {n / 1e6:.2f} Mpx lamella", "time", "s", t_refine["s"],
-                "none in the baseline", None)]
+                "none in the baseline", None),
+            row(BENCH, f"interphase placement (chemistry + band fit), {n / 1e6:.2f} Mpx lamella", "time", "s",
+                t_place["s"], "none in the baseline", None)]
 
 
 def run(quick: bool = False, sizes=None) -> list[dict]:

@@ -79,6 +79,8 @@ __all__ = [
     "stxm_view",
     "fit_interphase_thickness",
     "snap_nmc_boundaries",
+    "stxm_chemistry",
+    "interphase_band",
 ]
 
 OUTSIDE, NMC, INTERPHASE, ELECTROLYTE, VOID = 0, 1, 2, 3, 4
@@ -1382,6 +1384,147 @@ def fit_interphase_thickness(nmc: np.ndarray, electrolyte: np.ndarray, interphas
     return t.astype(np.float32)
 
 
+def stxm_chemistry(od_stacks: dict, registrations: dict, sem_shape, *, reference_edge: str | None = None,
+                   psf_fwhm_nm: float = 50.0, interphase_max_nm: float = 400.0) -> dict:
+    """The chemistry of :func:`segment_lamella` on its own: :func:`classify_stxm` on the union STXM grid.
+
+    The edges are resampled onto one STXM grid covering all of them (:func:`union_grid`,
+    :func:`to_reference_grid`), the OD noise of each edge is measured (:func:`od_noise_scale`) and the grid is
+    classified (phase fractions, interphase detection against the null of the NMC and electrolyte cores,
+    interphase fractions).
+
+    Parameters
+    ----------
+    od_stacks : dict of str to Stack
+        Aligned OD stacks per edge.
+    registrations : dict of str to Registration
+        Per edge, STXM pixel → SEM pixel.
+    sem_shape : (int, int)
+        Shape of the SEM image.
+    reference_edge : str, optional
+        STXM grid for the chemistry (default Ni-L).
+    psf_fwhm_nm, interphase_max_nm : float
+        As in :func:`classify_stxm`.
+
+    Returns
+    -------
+    dict
+        ``chemistry`` (:func:`classify_stxm`'s result), ``matrix`` (union-grid pixel → SEM pixel),
+        ``stxm_pixel_nm`` (the reference edge's pixel size), ``reference_edge``.
+    """
+    if reference_edge is None:
+        reference_edge = "Ni-L" if "Ni-L" in od_stacks else list(od_stacks)[0]
+    grid_shape, matrix = union_grid(od_stacks, registrations, reference_edge, tuple(sem_shape))
+    ref_edge, cubes = to_reference_grid(od_stacks, registrations, reference_edge, grid=(grid_shape, matrix))
+    energies = {e: np.asarray(st.energies_ev, dtype=float) for e, st in od_stacks.items()}
+    sigma0 = {e: od_noise_scale(np.asarray(st.data, dtype=float)) for e, st in od_stacks.items()}
+    stxm_px = float(od_stacks[ref_edge].pixel_size_nm)
+    chem = classify_stxm(cubes, energies, stxm_px, psf_fwhm_nm=psf_fwhm_nm,
+                         interphase_max_nm=interphase_max_nm, sigma0=sigma0)
+    return {"chemistry": chem, "matrix": matrix, "stxm_pixel_nm": stxm_px, "reference_edge": ref_edge}
+
+
+def interphase_band(nmc: np.ndarray, electrolyte: np.ndarray, chemistry: dict, matrix: np.ndarray,
+                    sem_pixel_nm: float, stxm_pixel_nm: float, *, psf_fwhm_nm: float = 50.0,
+                    interphase_max_nm: float = 400.0, support: np.ndarray | None = None,
+                    beyond_field: bool = False) -> dict:
+    """The interphase on the SEM grid: a band on the electrolyte side of NMC as thick as the chemistry measured.
+
+    The local thickness is the one whose band, seen through the STXM probe, reproduces the interphase
+    fractions :func:`classify_stxm` measured (:func:`fit_interphase_thickness`); electrolyte-side pixels within
+    that thickness of their nearest NMC pixel are the band. A band thinner than half the probe is not drawn:
+    below the resolution the measured amount cannot be told from the partial-volume residual of a sharp NMC
+    edge (no interphase after one charge). This is how :func:`segment_lamella` places the interphase (with the
+    defaults ``support=None, beyond_field=False``); any NMC / electrolyte masks on the SEM grid will do, e.g. a
+    trained classifier's.
+
+    Parameters
+    ----------
+    nmc, electrolyte : ndarray of bool, shape (ny, nx)
+        NMC and electrolyte-like (electrolyte or interphase) pixels on the SEM grid.
+    chemistry : dict
+        :func:`classify_stxm`'s result (``interphase_fraction``, ``interphase_measured``, ``known``).
+    matrix : ndarray, shape (3, 3)
+        Chemistry-grid pixel → SEM pixel.
+    sem_pixel_nm, stxm_pixel_nm : float
+        Pixel sizes of the SEM and of the chemistry grid.
+    psf_fwhm_nm : float
+        STXM probe width.
+    interphase_max_nm : float
+        Thickest interphase expected (the band reaches at most this plus the probe width).
+    support : ndarray of bool, shape (ny, nx), optional
+        Where another method found interphase (e.g. a classifier): connected pieces of the band (8-connected)
+        that hold none of it are not drawn, and their surfaces count as bare.
+    beyond_field : bool
+        Give NMC surfaces outside the measured STXM field (too far from measured pixels for
+        :func:`interphase_thickness_map` to carry a thickness to them along the surface) the median thickness
+        of the measured surfaces (bare ones included) instead of none: the STXM field, not the lamella, ends
+        there. A lamella whose measured median is below half the probe gets no band beyond the field.
+
+    Returns
+    -------
+    dict
+        ``band`` (bool, (ny, nx)), ``thickness_nm`` (float32 on NMC surface pixels),
+        ``p_interphase`` (float32: on electrolyte-like pixels, a logistic in depth around the band's edge, one
+        SEM pixel wide; 0 where no band is drawn), ``beyond_field_nm`` (the thickness given to surfaces beyond
+        the field, None unless ``beyond_field``), ``beyond_field_surface`` (how many surface pixels got it).
+    """
+    nmc = np.asarray(nmc, bool)
+    electrolyte = np.asarray(electrolyte, bool)
+    shape = nmc.shape
+    sem_px = float(sem_pixel_nm)
+    out = {"band": np.zeros(shape, bool), "thickness_nm": np.zeros(shape, np.float32),
+           "p_interphase": np.zeros(shape, np.float32), "beyond_field_nm": None, "beyond_field_surface": 0}
+    fraction = np.asarray(chemistry["interphase_fraction"])
+    if not nmc.any() or not fraction.max() > 0:
+        return out
+    max_nm, smooth_nm = interphase_max_nm + psf_fwhm_nm, 2.0 * psf_fwhm_nm
+    thickness = fit_interphase_thickness(nmc, electrolyte, fraction, chemistry["interphase_measured"], matrix,
+                                         sem_px, stxm_pixel_nm, psf_fwhm_nm, max_nm=max_nm,
+                                         smooth_nm=smooth_nm, known=chemistry["known"])
+    nearest = ndimage.distance_transform_edt(~nmc, return_indices=True)
+    dist, (iy, ix) = nearest
+    depth_nm = (dist - 0.5) * sem_px
+    min_band_nm = max(0.5 * psf_fwhm_nm, 0.5 * sem_px)
+
+    def draw(t):
+        t_here = t[iy, ix]
+        return electrolyte & (depth_nm <= t_here) & (t_here >= min_band_nm), t_here
+
+    if support is not None:
+        band, _ = draw(thickness)
+        pieces, _ = ndimage.label(band, structure=np.ones((3, 3), bool))
+        held = np.unique(pieces[band & np.asarray(support, bool)])
+        dropped = band & ~np.isin(pieces, held)
+        if dropped.any():
+            # surfaces that feed only dropped pieces are bare
+            feeds_kept = np.zeros(shape, bool)
+            kept = band & ~dropped
+            feeds_kept[iy[kept], ix[kept]] = True
+            bare = np.zeros(shape, bool)
+            bare[iy[dropped], ix[dropped]] = True
+            thickness = np.where(bare & ~feeds_kept, 0.0, thickness).astype(np.float32)
+    if beyond_field:
+        certainty = warp_to_sem(np.asarray(chemistry["known"], float), matrix, shape, order=1, cval=0.0)
+        geometry = _thickness_geometry(nmc, electrolyte, sem_px, max_nm=max_nm, smooth_nm=smooth_nm,
+                                       certainty=certainty, min_certainty=MIN_THICKNESS_CERTAINTY, nearest=nearest)
+        receiving = np.zeros(nmc.size, bool)
+        receiving[geometry["flat_near"]] = True
+        receiving = receiving.reshape(shape) & nmc
+        unmeasured = receiving & ~geometry["known"]
+        if geometry["known"].any():
+            typical = float(np.median(thickness[geometry["known"]]))
+            thickness = np.where(unmeasured, np.float32(typical), thickness).astype(np.float32)
+            out["beyond_field_nm"] = typical
+            out["beyond_field_surface"] = int(unmeasured.sum())
+    band, t_here = draw(thickness)
+    with np.errstate(over="ignore"):          # far beyond the band edge: exp → inf, the logistic → 0
+        p_int = np.where(electrolyte, 1.0 / (1.0 + np.exp((depth_nm - t_here) / sem_px)), 0.0).astype(np.float32)
+    p_int[t_here < min_band_nm] = 0.0
+    out.update(band=band, thickness_nm=thickness, p_interphase=p_int)
+    return out
+
+
 def segment_lamella(od_stacks: dict, registrations: dict, sem, *, reference_edge: str | None = None,
                     psf_fwhm_nm: float = 50.0, interphase_max_nm: float = 400.0,
                     n_train_per_class: int = 20000, n_trees: int = 40, chem_floor: float = 0.05,
@@ -1421,17 +1564,11 @@ def segment_lamella(od_stacks: dict, registrations: dict, sem, *, reference_edge
     from sklearn.ensemble import RandomForestClassifier
 
     t0 = time.perf_counter()
-    if reference_edge is None:
-        reference_edge = "Ni-L" if "Ni-L" in od_stacks else list(od_stacks)[0]
     image = np.asarray(sem.image, dtype=np.float32)
-    grid_shape, matrix = union_grid(od_stacks, registrations, reference_edge, image.shape)
-    ref_edge, cubes = to_reference_grid(od_stacks, registrations, reference_edge,
-                                        grid=(grid_shape, matrix))
-    energies = {e: np.asarray(st.energies_ev, dtype=float) for e, st in od_stacks.items()}
-    sigma0 = {e: od_noise_scale(np.asarray(st.data, dtype=float)) for e, st in od_stacks.items()}
-    stxm_px = float(od_stacks[ref_edge].pixel_size_nm)
-    chem = classify_stxm(cubes, energies, stxm_px, psf_fwhm_nm=psf_fwhm_nm,
-                         interphase_max_nm=interphase_max_nm, sigma0=sigma0)
+    chemistry = stxm_chemistry(od_stacks, registrations, image.shape, reference_edge=reference_edge,
+                               psf_fwhm_nm=psf_fwhm_nm, interphase_max_nm=interphase_max_nm)
+    chem, matrix = chemistry["chemistry"], chemistry["matrix"]
+    ref_edge, stxm_px = chemistry["reference_edge"], chemistry["stxm_pixel_nm"]
     t_chem = time.perf_counter()
 
     sem_px = float(sem.pixel_size_nm)
@@ -1439,7 +1576,6 @@ def segment_lamella(od_stacks: dict, registrations: dict, sem, *, reference_edge
     # chemistry on the SEM grid: texture-class fractions NMC / electrolyte(+interphase) / empty
     frac_sem = warp_to_sem(chem["fractions"], matrix, shape, order=1, cval=np.nan)
     inside = np.all(np.isfinite(frac_sem), axis=0)
-    f_int_sem = np.nan_to_num(warp_to_sem(chem["interphase_fraction"], matrix, shape, order=1, cval=np.nan))
     stxm_cls_sem = warp_to_sem(chem["classes"].astype(float), matrix, shape, order=0, cval=np.nan)
 
     feats = _sem_features(image, sem_px)
@@ -1496,25 +1632,10 @@ def segment_lamella(od_stacks: dict, registrations: dict, sem, *, reference_edge
     # interphase: a band on the electrolyte side of the NMC surface whose local thickness is the amount
     # of interphase the chemistry measured there (conserved by the PSF blur and the resampling)
     nmc_sem = label == NMC
-    p_int = np.zeros(shape, np.float32)
-    thickness_nm = np.zeros(shape, np.float32)
-    if nmc_sem.any() and f_int_sem.max() > 0:
-        thickness_nm = fit_interphase_thickness(nmc_sem, label == ELECTROLYTE, chem["interphase_fraction"],
-                                                chem["interphase_measured"], matrix, sem_px, stxm_px,
-                                                psf_fwhm_nm, max_nm=interphase_max_nm + psf_fwhm_nm,
-                                                smooth_nm=2.0 * psf_fwhm_nm, known=chem["known"])
-        dist, (iy, ix) = ndimage.distance_transform_edt(~nmc_sem, return_indices=True)
-        t_here = thickness_nm[iy, ix]
-        depth_nm = (dist - 0.5) * sem_px
-        # a band thinner than half the probe is not drawn: below the resolution the measured amount cannot
-        # be told from the partial-volume residual of a sharp NMC edge (no interphase after one charge)
-        min_band_nm = max(0.5 * psf_fwhm_nm, 0.5 * sem_px)
-        band = (label == ELECTROLYTE) & (depth_nm <= t_here) & (t_here >= min_band_nm)
-        classes[band] = INTERPHASE
-        # soft: logistic in depth around the band edge (width: one SEM pixel)
-        p_int = np.where(label == ELECTROLYTE,
-                         1.0 / (1.0 + np.exp((depth_nm - t_here) / sem_px)), 0.0).astype(np.float32)
-        p_int[t_here < min_band_nm] = 0.0
+    placed = interphase_band(nmc_sem, label == ELECTROLYTE, chem, matrix, sem_px, stxm_px, psf_fwhm_nm=psf_fwhm_nm,
+                             interphase_max_nm=interphase_max_nm)
+    classes[placed["band"]] = INTERPHASE
+    p_int, thickness_nm = placed["p_interphase"], placed["thickness_nm"]
     # probabilities consistent with the final map (the texture posterior is not where the refined
     # boundaries are, so its iso-lines would misplace them): P(NMC) is a logistic of the signed distance
     # to the NMC boundary, ½ on the pixel edge; the rest goes to the class of the nearest non-NMC pixel,

@@ -201,9 +201,93 @@ def test_run_with_model_refines_and_keeps_probabilities_consistent(trained):
     raw = clf.predict(sem, ods, regs, egt2g=eg, s_edge=se)[0]
     info = seg.details["boundary_refinement"]
     assert info["stxm_pixel_nm"] == 30.0 and 0 < info["changed_fraction"] < 0.05
+    assert seg.details["interphase_placement"]["placed_by"] == "classifier"   # the toy's OD holds no S shift
     assert macro_f1(seg.classes, truth)[0] >= macro_f1(raw, truth)[0] - 0.005
     assert np.mean(np.argmax(seg.probabilities, axis=0) == seg.classes) > 0.999
     np.testing.assert_allclose(seg.probabilities.sum(axis=0), 1.0, atol=1e-5)
+
+
+def _band_scene(thickness_px=6, unmeasured_right=False):
+    """Two NMC disks in electrolyte on a 10 nm SEM grid, each with a band of ``thickness_px``; the chemistry grid
+    is 3× coarser and measures the band's fraction through a 50 nm probe (optionally not the right half)."""
+    from segment.assign import stxm_view
+
+    n = 150
+    yy, xx = np.mgrid[0:n, 0:n]
+    dist = np.min([np.hypot(yy - 75, xx - 35), np.hypot(yy - 75, xx - 115)], axis=0)
+    nmc = dist < 20
+    band = (dist >= 20) & (dist < 20 + thickness_px)
+    matrix = np.array([[3.0, 0.0, 1.0], [0.0, 3.0, 1.0], [0.0, 0.0, 1.0]])
+    shape = (n // 3, n // 3)
+    sigma_nm = np.hypot(50.0 / 2.3548, 30.0 / np.sqrt(12.0))
+    fraction = np.clip(stxm_view(band.astype(float), matrix, shape, sigma_nm, 10.0), 0, 1)
+    known = np.ones(shape, bool)
+    if unmeasured_right:
+        known[:, shape[1] // 2:] = False
+    measured = known & (fraction > 0.02)
+    chem = {"interphase_fraction": np.where(measured, fraction, 0.0), "interphase_measured": measured,
+            "known": known}
+    return nmc, band, chem, matrix
+
+
+def test_interphase_band_reproduces_the_measured_band():
+    """The band whose view through the probe matches the measured fractions is the band that was measured
+    (60 nm here); a 10 nm band, below half the probe, is not drawn (a sharp edge's partial-volume residual)."""
+    from segment.assign import interphase_band
+
+    nmc, band, chem, matrix = _band_scene(6)
+    out = interphase_band(nmc, ~nmc, chem, matrix, 10.0, 30.0, psf_fwhm_nm=50.0)
+    assert macro_f1(out["band"].astype(np.uint8) + 1, band.astype(np.uint8) + 1, classes=(2,))[0] >= 0.85
+    surface = out["thickness_nm"] > 0
+    assert abs(np.median(out["thickness_nm"][surface]) - 60.0) <= 10.0
+    assert out["beyond_field_nm"] is None and not np.any(out["band"] & nmc)
+    thin_nmc, _, thin, _ = _band_scene(1)
+    assert not interphase_band(thin_nmc, ~thin_nmc, thin, matrix, 10.0, 30.0, psf_fwhm_nm=50.0)["band"].any()
+
+
+def test_interphase_band_beyond_the_field_and_support():
+    """Beyond the measured field a surface gets the measured surfaces' median thickness (only when asked);
+    pieces of band holding none of the ``support`` are not drawn."""
+    from segment.assign import interphase_band
+
+    nmc, band, chem, matrix = _band_scene(6, unmeasured_right=True)
+    right = np.zeros_like(nmc)
+    right[:, 100:] = True               # the right disk's far side: the thickness is carried ~1 sigma into it
+    inside = interphase_band(nmc, ~nmc, chem, matrix, 10.0, 30.0)
+    assert not np.any(inside["band"] & right) and np.any(inside["band"] & ~right)
+    beyond = interphase_band(nmc, ~nmc, chem, matrix, 10.0, 30.0, beyond_field=True)
+    assert abs(beyond["beyond_field_nm"] - 60.0) <= 10.0 and beyond["beyond_field_surface"] > 0
+    assert macro_f1(beyond["band"][:, 100:].astype(np.uint8) + 1, band[:, 100:].astype(np.uint8) + 1,
+                    classes=(2,))[0] >= 0.85
+    np.testing.assert_array_equal(beyond["band"][:, :70], inside["band"][:, :70])
+    # no support on the left disk: its band is dropped, its surface bare, and the median beyond the field is 0
+    nmc, band, chem, matrix = _band_scene(6)
+    left = band.copy()
+    left[:, 75:] = False                # the left disk's band (the disks are 80 px apart, their bands 16 px)
+    kept = interphase_band(nmc, ~nmc, chem, matrix, 10.0, 30.0, support=band & right)
+    assert not np.any(kept["band"] & left) and np.any(kept["band"] & right)
+    full = interphase_band(nmc, ~nmc, chem, matrix, 10.0, 30.0)
+    np.testing.assert_array_equal(kept["band"][:, 75:], full["band"][:, 75:])   # the supported piece is whole
+    none = interphase_band(nmc, ~nmc, chem, matrix, 10.0, 30.0, support=np.zeros_like(nmc), beyond_field=True)
+    assert not none["band"].any()
+
+
+def test_place_interphase_keeps_the_classifier_when_the_chemistry_measures_none(trained):
+    """The toy scene's S-edge shift lives in its S-edge map only, not in the OD spectra: the chemistry measures
+    no interphase, so the classifier's interphase stays; a map without interphase is returned as it is."""
+    from segment.classifier import place_interphase
+
+    clf, _ = trained
+    sem, ods, regs, eg, se, truth, _ = make_lamella(0)
+    classes = clf.predict(sem, ods, regs, egt2g=eg, s_edge=se)[0]
+    assert np.any(classes == 2)
+    out, info = place_interphase(classes, ods, regs, sem.pixel_size_nm)
+    assert info["placed_by"] == "classifier" and "no interphase" in info["reason"]
+    np.testing.assert_array_equal(out, classes)
+    bare = np.where(classes == 2, 3, classes).astype(np.uint8)
+    out, info = place_interphase(bare, ods, regs, sem.pixel_size_nm)
+    assert info == {"placed_by": "classifier", "reason": "the classifier found no interphase"}
+    np.testing.assert_array_equal(out, bare)
 
 
 def test_save_load_round_trip_identical(trained, tmp_path):
@@ -408,28 +492,27 @@ def example_figures(datasets_dir, tmp_path_factory):
 @pytest.mark.slow
 def test_accuracy_on_the_example_lamellae(example_figures):
     """What is reached (feature spec 2, 12 trees, lattice 2, seed 0; ``classify_with_model``, i.e. with the SEM
-    boundary refinement): 0.947 within the 4.25 V lamella, 0.939 at 4.7 V, 0.990 charged with 0.02 %
-    interphase (interphase F1 0.84 / 0.83; the classifier's map alone: 0.917 / 0.888 / 0.96). Other seeds move
-    the classifier's map by up to ±0.02 (the interphase stage). scikit-image's recipe (multiscale_basic_features
-    + RF, SEM only) reaches 0.84 / 0.81 / 0.93 and paints 15 % of the charged lamella as interphase."""
+    boundary refinement and the interphase re-drawn from the chemistry): macro F1 0.973 within the 4.25 V
+    lamella, 0.962 at 4.7 V, 0.990 charged with 0.00 % interphase (interphase F1 0.93 / 0.91; after the
+    refinement alone 0.947 / 0.939 / 0.990, interphase F1 0.84 / 0.83; the classifier's map alone 0.917 / 0.888 /
+    0.96). The floors are these figures minus 0.005 (0.01 for the interphase F1): seed 0 is fixed, so the margin
+    covers numerical drift of the stages, not seeds (other seeds move the classifier's map by up to ±0.02).
+    scikit-image's recipe (multiscale_basic_features + RF, SEM only) reaches 0.84 / 0.81 / 0.93 and paints 15 %
+    of the charged lamella as interphase."""
     figures = example_figures
-    assert figures["cycled_4p25v"][0] >= 0.93, figures
-    assert figures["cycled_4p7v"][0] >= 0.92, figures
-    assert figures["charged"][0] >= 0.97, figures          # issue target (0.95) met
-    assert figures["charged"][2] < 0.01, figures          # issue target met: no interphase on a charged lamella
-    assert figures["cycled_4p25v"][1][2] >= 0.8, figures   # interphase is found where it exists
-    assert figures["cycled_4p7v"][1][2] >= 0.8, figures
+    assert figures["cycled_4p25v"][0] >= 0.968, figures
+    assert figures["cycled_4p7v"][0] >= 0.957, figures
+    assert figures["charged"][0] >= 0.985, figures
+    assert figures["charged"][2] < 0.01, figures          # issue target: no interphase on a charged lamella
+    assert figures["cycled_4p25v"][1][2] >= 0.92, figures  # interphase is found where it exists, and placed
+    assert figures["cycled_4p7v"][1][2] >= 0.90, figures
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue 6 targets not reached: measured 0.947 within (target 0.97) and 0.939 "
-                   "at 4.7 V (target 0.95; charged 0.990 meets it); what is left is the interphase/electrolyte "
-                   "boundary (interphase F1 0.84 / 0.83): the band's outer edge is placed by S-edge shift maps at "
-                   "35–45 nm STXM pixels. A second stage on the first stage's probabilities smoothed at 20–160 nm "
-                   "(autocontext) scored 0.90 within against 0.91 without (classifier maps); with them or the "
-                   "distance to NMC in the interphase stage, 0.87–0.89, and 5–8 % of the charged lamella painted "
-                   "interphase")
 def test_accuracy_reaches_the_issue_targets(example_figures):
+    """Issue 6: ≥ 0.97 trained and applied within one lamella; ≥ 0.95 on the others, < 1 % of the charged
+    lamella called interphase (measured 0.973 / 0.962 / 0.990, 0.00 %)."""
     figures = example_figures
     assert figures["cycled_4p25v"][0] >= 0.97, figures
     assert figures["cycled_4p7v"][0] >= 0.95 and figures["charged"][0] >= 0.95, figures
+    assert figures["charged"][2] < 0.01, figures
