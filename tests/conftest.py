@@ -37,3 +37,15 @@ def realdata_dir():
 def datasets_dir():
     """The example lamellae shipped in ``datasets/``."""
     return DATASETS_DIR
+
+
+@pytest.fixture(scope="session")
+def small_lamella_manifest(tmp_path_factory):
+    """A small synthetic lamella written as files (3 µm field, four particles, Ni-L and S-L; 4.25 V condition,
+    seed 11): its ``lamella.toml``. A whole run of it takes seconds."""
+    from segment.synthetic import make_lamella, make_spec, write_lamella
+
+    spec = make_spec("cycled_4p25v", 11, field_width_nm=3000.0, field_height_nm=3000.0, n_particles=4,
+                     particle_diameter_nm=(600.0, 1400.0), particle_diameter_median_nm=1000.0,
+                     n_touching_pairs=0, n_narrow_gaps=0, n_free_voids=1)
+    return write_lamella(make_lamella(spec), tmp_path_factory.mktemp("small") / "lamella")

@@ -17,14 +17,10 @@ from segment.pipeline import edge_workers, preprocess_lamella
 
 
 @pytest.fixture(scope="module")
-def small_lamella(tmp_path_factory):
+def small_lamella(small_lamella_manifest):
     from segment.io import read_lamella
-    from segment.synthetic import make_lamella, make_spec, write_lamella
 
-    spec = make_spec("cycled_4p25v", 11, field_width_nm=3000.0, field_height_nm=3000.0, n_particles=4,
-                     particle_diameter_nm=(600.0, 1400.0), particle_diameter_median_nm=1000.0,
-                     n_touching_pairs=0, n_narrow_gaps=0, n_free_voids=1)
-    lamella = read_lamella(write_lamella(make_lamella(spec), tmp_path_factory.mktemp("small") / "lamella"))
+    lamella = read_lamella(small_lamella_manifest)
     assert len(lamella.stacks) == 2  # Ni-L and S-L: two edges to spread over two workers
     return lamella
 

@@ -51,13 +51,8 @@ def test_failing_lamellae_are_reported_and_do_not_stop_the_batch(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def small_lamella(tmp_path_factory):
-    from segment.synthetic import make_lamella, make_spec, write_lamella
-
-    spec = make_spec("cycled_4p25v", 11, field_width_nm=3000.0, field_height_nm=3000.0, n_particles=4,
-                     particle_diameter_nm=(600.0, 1400.0), particle_diameter_median_nm=1000.0,
-                     n_touching_pairs=0, n_narrow_gaps=0, n_free_voids=1)
-    return write_lamella(make_lamella(spec), tmp_path_factory.mktemp("small") / "lamella")
+def small_lamella(small_lamella_manifest):
+    return small_lamella_manifest
 
 
 @pytest.mark.slow
