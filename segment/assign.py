@@ -59,6 +59,7 @@ from scipy import ndimage
 from .decompose import nnls_fit, optimal_rank_threshold
 from .edges import EDGES
 from .register import warp_to_sem
+from .workers import thread_count
 
 __all__ = [
     "Segmentation",
@@ -518,13 +519,14 @@ def split_empty(empty: np.ndarray, pixel_size_nm: float, *, lamella_edge_nm: flo
 
 def _per_edge(function, edges: list) -> dict:
     """``{edge: function(edge)}``, the edges in threads of their own (independent whole-array numpy / ndimage
-    work, which releases the GIL: 0.6 s of the 3.6 s chemistry of a two-edge lamella); the same values as a
-    loop."""
-    if len(edges) < 2:
+    work, which releases the GIL: 1.0 s of the 3.6 s chemistry of a two-edge lamella; one thread in a batch
+    worker, :func:`segment.workers.thread_count`); the same values as a loop."""
+    n_threads = min(len(edges), thread_count())
+    if n_threads < 2:
         return {e: function(e) for e in edges}
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max_workers=len(edges)) as threads:
+    with ThreadPoolExecutor(max_workers=n_threads) as threads:
         return dict(zip(edges, threads.map(function, edges)))
 
 
@@ -1629,7 +1631,7 @@ def segment_lamella(od_stacks: dict, registrations: dict, sem, *, reference_edge
     train_idx = np.concatenate(train_idx)
     y = texture.ravel()[train_idx]
     present = np.unique(y)
-    rf = RandomForestClassifier(n_estimators=n_trees, max_depth=16, min_samples_leaf=5, n_jobs=-1,
+    rf = RandomForestClassifier(n_estimators=n_trees, max_depth=16, min_samples_leaf=5, n_jobs=thread_count(),
                                 random_state=random_state)
     rf.fit(flat_feats[train_idx], y)
     col = {NMC: 0, ELECTROLYTE: 1, VOID: 2}

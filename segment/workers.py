@@ -1,4 +1,4 @@
-"""Worker processes: how many to use, and a pool of fresh ones.
+"""Worker processes and threads: how many to use, and a pool of fresh processes.
 
 Kept apart from :mod:`segment.pipeline` so that a command can start its worker (which then imports the
 pipeline) before it imports the heavy modules itself.
@@ -44,3 +44,21 @@ def spawn_pool(processes: int):
     from concurrent.futures import ProcessPoolExecutor
 
     return ProcessPoolExecutor(max_workers=int(processes), mp_context=multiprocessing.get_context("spawn"))
+
+
+def thread_count() -> int:
+    """Threads a step may spread its work over: 1 in a daemonic process, else the machine's cores.
+
+    A daemonic process is a worker of a ``multiprocessing`` pool or of dask (``ceimap batch``), whose scheduler
+    runs one task per core already: threads of its own would only compete with the other workers.
+
+    Returns
+    -------
+    int
+    """
+    import multiprocessing
+    import os
+
+    if multiprocessing.current_process().daemon:
+        return 1
+    return max(1, os.cpu_count() or 1)

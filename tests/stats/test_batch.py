@@ -85,3 +85,23 @@ def test_batch_on_an_external_scheduler_equals_the_serial_run(small_lamella, tmp
     assert a == b
     table = pd.read_csv(out / "batch_particles.csv")
     assert set(table["lamella"]) == {a["name"]} and len(table) == a["n_particles"]
+
+
+def _malloc_trim_threshold():
+    import os
+
+    return os.environ.get("MALLOC_TRIM_THRESHOLD_")
+
+
+def test_local_cluster_workers_keep_glibc_malloc_thresholds():
+    """dask's default MALLOC_TRIM_THRESHOLD_ (every array above 128 KiB a fresh mmap: 5x the system time of a run)
+    is not given to the batch's workers; dask's one-thread-per-worker settings are."""
+    from stats.batch import _client
+
+    client, cluster = _client(None, 1)
+    try:
+        assert set(client.run(_malloc_trim_threshold).values()) == {None}
+        assert set(client.run(lambda: __import__("os").environ.get("OMP_NUM_THREADS")).values()) == {"1"}
+    finally:
+        client.close()
+        cluster.close()
