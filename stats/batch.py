@@ -126,12 +126,19 @@ def _client(scheduler: str | None, n_workers: int):
     # the mmap threshold at 128 KiB) sends every array above 128 KiB to a fresh mmap: page faults on each of a
     # run's many temporary images. Measured on cycled_4p25v, two runs at once: 33.0 s, 1.7 s of system time
     # each, against 41.4 s and 9.7 s with it. Our workers keep glibc's own (dynamic) thresholds; the other
-    # variables dask sets (one BLAS/OpenMP thread per worker) stay.
+    # variables dask sets (one BLAS/OpenMP thread per worker) stay. A nanny writes its variables into this
+    # process's environment before it spawns, so an earlier cluster here may have left the variable behind: it is
+    # taken out while the workers start, then put back.
     environ = {key: value for key, value in dask.config.get("distributed.nanny.pre-spawn-environ", {}).items()
                if key != "MALLOC_TRIM_THRESHOLD_"}
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
-        cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                               silence_logs=logging.ERROR)
+    inherited = os.environ.pop("MALLOC_TRIM_THRESHOLD_", None)
+    try:
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
+            cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                                   dashboard_address=None, silence_logs=logging.ERROR)
+    finally:
+        if inherited is not None:
+            os.environ["MALLOC_TRIM_THRESHOLD_"] = inherited
     return Client(cluster), cluster
 
 

@@ -93,11 +93,13 @@ def _malloc_trim_threshold():
     return os.environ.get("MALLOC_TRIM_THRESHOLD_")
 
 
-def test_local_cluster_workers_keep_glibc_malloc_thresholds():
+def test_local_cluster_workers_keep_glibc_malloc_thresholds(monkeypatch):
     """dask's default MALLOC_TRIM_THRESHOLD_ (every array above 128 KiB a fresh mmap: 5x the system time of a run)
-    is not given to the batch's workers; dask's one-thread-per-worker settings are."""
+    is not given to the batch's workers, even when an earlier cluster left it in this process's environment;
+    dask's one-thread-per-worker settings are."""
     from stats.batch import _client
 
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")  # as a nanny started before leaves it
     client, cluster = _client(None, 1)
     try:
         assert set(client.run(_malloc_trim_threshold).values()) == {None}
@@ -105,3 +107,4 @@ def test_local_cluster_workers_keep_glibc_malloc_thresholds():
     finally:
         client.close()
         cluster.close()
+    assert __import__("os").environ.get("MALLOC_TRIM_THRESHOLD_") == "65536"  # put back
