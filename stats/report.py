@@ -1312,19 +1312,19 @@ def write_text_atomic(path, text: str) -> Path:
 
 
 _SECTIONS = (
-    ("summary", "Key results", "_key_results"),
-    ("maps", "Maps", "_maps_section"),
-    ("spectra", "Spectra per class", "_spectra_section"),
-    ("decomposition", "Unmixing: components and abundances", "_decomposition_section"),
-    ("histograms", "e<sub>g</sub>/t<sub>2g</sub> by region", "_histogram_section"),
-    ("particles", "Per particle", "_per_particle_section"),
-    ("thickness", "Interphase thickness", "_thickness_section"),
-    ("tests", "Statistical tests", "_tests_section"),
-    ("bimodality", "Bimodality", "_bimodality_section"),
-    ("correlations", "Correlations", "_correlations_section"),
-    ("s-edge", "S L-edge", "_s_edge_section"),
-    ("registration", "Registration and drift", "_registration_section"),
-    ("methods", "Methods", "_methods_section"),
+    ("summary", "Key results", _key_results),
+    ("maps", "Maps", _maps_section),
+    ("spectra", "Spectra per class", _spectra_section),
+    ("decomposition", "Unmixing: components and abundances", _decomposition_section),
+    ("histograms", "e<sub>g</sub>/t<sub>2g</sub> by region", _histogram_section),
+    ("particles", "Per particle", _per_particle_section),
+    ("thickness", "Interphase thickness", _thickness_section),
+    ("tests", "Statistical tests", _tests_section),
+    ("bimodality", "Bimodality", _bimodality_section),
+    ("correlations", "Correlations", _correlations_section),
+    ("s-edge", "S L-edge", _s_edge_section),
+    ("registration", "Registration and drift", _registration_section),
+    ("methods", "Methods", _methods_section),
 )
 """The report's sections in page order: (anchor, title, function of the loaded run)."""
 
@@ -1340,12 +1340,8 @@ def _render_sections(out_dir, names, paper_bins: bool = False) -> dict:
 
 
 def _sections_html(run, names, paper_bins: bool) -> dict:
-    functions = {sid: name for sid, _, name in _SECTIONS}
-    out = {}
-    for sid in names:
-        function = globals()[functions[sid]]
-        out[sid] = function(run, paper_bins) if sid == "histograms" else function(run)
-    return out
+    functions = {sid: function for sid, _, function in _SECTIONS}
+    return {sid: functions[sid](run, paper_bins) if sid == "histograms" else functions[sid](run) for sid in names}
 
 
 def warm_up() -> None:

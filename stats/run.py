@@ -229,9 +229,10 @@ def run_lamella(
     # BLAS on one thread: reductions split over threads add in an order that depends on the thread count,
     # so without this a run differs in the last bits between machines, or between ceimap run and a batch
     # worker (dask limits its workers' threads). Same inputs → byte-identical results, anywhere.
+    n_processes = edge_workers(workers, len(lamella.stacks))
     with ExitStack() as stack:
-        if pool is None and edge_workers(workers, len(lamella.stacks)) > 1:
-            pool = stack.enter_context(spawn_pool(edge_workers(workers, len(lamella.stacks)) - 1))
+        if pool is None and n_processes > 1:
+            pool = stack.enter_context(spawn_pool(n_processes - 1))
         with threadpool_limits(limits=1, user_api="blas"):
             result = process_lamella(lamella, model=model, progress=progress, accept_unmatched=accept_unmatched,
                                      pool=pool)

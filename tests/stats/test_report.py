@@ -307,7 +307,8 @@ def test_report_worker_errors_reach_the_caller(tmp_path, monkeypatch):
     def broken(run):
         raise RuntimeError("maps went wrong")
 
-    monkeypatch.setattr(report, "_maps_section", broken)
+    monkeypatch.setattr(report, "_SECTIONS", tuple((sid, title, broken if sid == "maps" else function)
+                                                   for sid, title, function in report._SECTIONS))
     run = make_fake_run(tmp_path / "run")
     with pytest.raises(RuntimeError, match="maps went wrong"), ThreadPoolExecutor(1) as pool:
         report.write_report(run, pool=pool)
