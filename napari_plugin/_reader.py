@@ -223,9 +223,7 @@ def read_lamella_layers(path, register: bool = True) -> list[tuple]:
 
 def read_run_folder(path) -> list[tuple]:
     """A ``ceimap run`` output folder: SEM, e_g/t_2g map, classes and particles, on the SEM grid in nm."""
-    import tifffile
-
-    from segment.errors import CeimapInputError
+    from segment.io.tiff import read_tiff_image
 
     p = _single_path(path)
     pixel_nm = None
@@ -244,10 +242,7 @@ def read_run_folder(path) -> list[tuple]:
         f = p / name
         if not f.is_file():
             return None
-        try:
-            return np.asarray(tifffile.imread(f))
-        except Exception as exc:
-            raise CeimapInputError(f"not a readable TIFF ({type(exc).__name__}: {exc})", path=f) from None
+        return read_tiff_image(f)
 
     sem = _read("sem.tif")
     if sem is not None:

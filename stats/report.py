@@ -81,13 +81,13 @@ def _read_csv(path: Path):
 
 
 def _read_tiff(path: Path):
-    import tifffile
+    from segment.io.tiff import read_tiff_image
 
     if not path.is_file():
         return None
     try:
-        return np.asarray(tifffile.imread(path))
-    except (OSError, ValueError):
+        return read_tiff_image(path)
+    except (OSError, ValueError):  # CeimapInputError included: a damaged map is left out of the report
         return None
 
 

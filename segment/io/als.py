@@ -66,10 +66,15 @@ def _scalar(word: str):
             return word
 
 
+MAX_HDR_NESTING = 64
+"""Deepest nesting of ``{ }`` groups and ``( )`` lists accepted (real headers nest four or five deep)."""
+
+
 class _Parser:
     def __init__(self, text: str):
         self.toks = _tokens(text)
         self.i = 0
+        self.depth = 0
 
     def peek(self):
         return self.toks[self.i][0] if self.i < len(self.toks) else None
@@ -108,6 +113,15 @@ class _Parser:
             out[name] = self.value()
 
     def value(self):
+        self.depth += 1
+        try:
+            if self.depth > MAX_HDR_NESTING:
+                raise _HdrSyntaxError(f"groups nested more than {MAX_HDR_NESTING} deep")
+            return self._value()
+        finally:
+            self.depth -= 1
+
+    def _value(self):
         k = self.peek()
         if k == "{":
             self.take()
@@ -159,6 +173,14 @@ def _frame_index(name: str, prefix: str) -> int | None:
 
 
 def _read_xim(path: Path, shape: tuple[int, int]) -> np.ndarray:
+    try:
+        n_bytes = path.stat().st_size
+    except OSError as exc:
+        raise CeimapInputError(f"cannot read frame: {exc}", path=path) from None
+    if n_bytes < 2 * shape[0] * shape[1] - 1:  # each value a digit at least, and a separator
+        raise CeimapInputError(
+            f"frame file has {n_bytes} bytes, too few for the {shape[0]} × {shape[1]} values (Sample Y × "
+            "Sample X) the header says (truncated file, or a header of another scan)", path=path)
     try:
         rows = [ln.split() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
     except OSError as exc:

@@ -35,7 +35,7 @@ import numpy as np
 from ..edges import EDGES
 from ..errors import CeimapInputError
 from ..lamella import Lamella
-from ._assemble import check_array_size
+from .tiff import read_tiff_image
 from .sem import read_sem
 from .stacks import read_stack
 
@@ -213,12 +213,7 @@ def read_annotations(path, shape_yx) -> np.ndarray:
         raise CeimapInputError("annotation image not found", path=path)
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
-            import tifffile
-            with tifffile.TiffFile(path) as tif:
-                if not tif.series:
-                    raise CeimapInputError("TIFF holds no image", path=path)
-                check_array_size(tif.series[0].shape, path, "annotation image", bytes_per_value=1)
-                img = tif.series[0].asarray()
+            img = read_tiff_image(path, "annotation image")
         else:
             from skimage import io as skio
             img = skio.imread(path)

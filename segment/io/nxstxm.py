@@ -49,8 +49,8 @@ def _text(value) -> str | None:
     """A string from what HDF5 files hold: str, bytes, numpy bytes, or 1-element arrays of those."""
     if value is None:
         return None
-    if isinstance(value, h5py.Dataset):
-        value = value[()]
+    if isinstance(value, h5py.Dataset):  # its first element: a corrupt dataspace may claim any size
+        value = value[(0,) * value.ndim] if value.ndim and value.size else value[()]
     if isinstance(value, np.ndarray):
         if value.size == 0:
             return ""
@@ -62,6 +62,47 @@ def _text(value) -> str | None:
         except UnicodeDecodeError:
             return raw.decode("latin-1").strip("\x00").strip()
     return str(value).strip()
+
+
+_MAX_EXPANSION = {"gzip": 1032.0, "lzf": 100.0}
+"""Largest factor by which an HDF5 compression filter expands its stored bytes (deflate's is 1032; LZF codes
+at most 264 bytes in 3); other filters get :data:`_OTHER_FILTER_EXPANSION`."""
+
+_OTHER_FILTER_EXPANSION = 1e5
+
+
+def _values(ds: h5py.Dataset, path, where: str) -> np.ndarray:
+    """A dataset's values, once its dataspace is checked against the bytes the file stores for it.
+
+    A corrupted dataspace can claim any size; HDF5 returns fill values for storage that was never written,
+    so a 20 kB file could make a reader allocate gigabytes. A contiguous dataset must store all its bytes
+    inside the file; a chunked one can expand at most by its filters' largest factor. Small datasets kept
+    in the object header (compact layout) are read as they are.
+
+    Raises
+    ------
+    CeimapInputError
+        A dataset claiming more values than the file stores for it.
+    """
+    need = int(ds.size) * ds.dtype.itemsize
+    layout = ds.id.get_create_plist().get_layout()
+    if need and layout != h5py.h5d.COMPACT:
+        check_array_size(ds.shape, path, where)
+        stored = int(ds.id.get_storage_size())
+        if layout == h5py.h5d.CONTIGUOUS:
+            factor = 1.0
+            offset = ds.id.get_offset()
+            if offset is not None and offset + stored > Path(path).stat().st_size:
+                stored = 0
+        else:
+            factor = _MAX_EXPANSION.get(ds.compression, _OTHER_FILTER_EXPANSION) if ds.compression else 1.0
+            if ds.scaleoffset is not None:
+                factor = _OTHER_FILTER_EXPANSION
+        if stored == 0 or need > stored * factor:
+            raise CeimapInputError(
+                f"{where} claims shape {ds.shape} ({need} bytes) but the file stores {stored} bytes for it "
+                "(a corrupted header, a truncated file, or an acquisition that never wrote its data)", path=path)
+    return ds[()]
 
 
 def _text_list(value) -> list[str]:
@@ -316,8 +357,7 @@ def _read_open(fh, path, edge, entry_name, detector_name, kind) -> Stack:
     ename, egrp, (dname, dgrp, ndim, _), usable_names = chosen
     where = f"/{ename}/{dname}"
     sig_name, sig = _signal(dgrp)
-    check_array_size(sig.shape, path, f"{where}/{sig_name}")
-    raw = sig[()]
+    raw = _values(sig, path, f"{where}/{sig_name}")
     positions = _axis_positions(dgrp, sig)
     scan_type = _text(dgrp["stxm_scan_type"]) if "stxm_scan_type" in dgrp else None
 
@@ -331,9 +371,9 @@ def _read_open(fh, path, edge, entry_name, detector_name, kind) -> Stack:
     if "line_position" in positions:
         raise CeimapInputError(f"{where} is a line spectrum ({scan_type or 'line_position axis'}), not an image",
                                path=path)
-    energies = np.asarray(e_ds[()], dtype=float).ravel() * _energy_to_ev(e_ds)
-    x = np.asarray(x_ds[()], dtype=float).ravel()
-    y = np.asarray(y_ds[()], dtype=float).ravel()
+    energies = np.asarray(_values(e_ds, path, e_ds.name), dtype=float).ravel() * _energy_to_ev(e_ds)
+    x = np.asarray(_values(x_ds, path, x_ds.name), dtype=float).ravel()
+    y = np.asarray(_values(y_ds, path, y_ds.name), dtype=float).ravel()
 
     e_pos = next((positions[n] for n in _ENERGY_NAMES if n in positions), None)
     if ndim == 2:
@@ -376,7 +416,7 @@ def _read_open(fh, path, edge, entry_name, detector_name, kind) -> Stack:
     ct = _field(dgrp, ("count_time", "dwell_time"))
     if ct is not None:
         scale = _time_to_ms(ct)
-        vals = np.asarray(ct[()], dtype=float).ravel()
+        vals = np.asarray(_values(ct, path, ct.name), dtype=float).ravel()
         if scale is not None and vals.size in (1, n_e):
             dwell = vals * scale
         elif scale is not None and vals.size == n_e * ny * nx:
@@ -384,7 +424,7 @@ def _read_open(fh, path, edge, entry_name, detector_name, kind) -> Stack:
 
     if dwell is not None and not np.any(np.isfinite(dwell)):
         dwell = None  # written as NaN when unknown
-    monitor, monitor_kind = _monitor(egrp, raw.shape, order, ndim, n_e, metadata)
+    monitor, monitor_kind = _monitor(egrp, raw.shape, order, ndim, n_e, metadata, path)
 
     return assemble_stack(
         frames, energies, path=path, x_coords=x, y_coords=y, coords_to_nm=to_nm, kind=kind, edge=edge,
@@ -404,7 +444,7 @@ def _order_from_shape(shape, lengths, path, where):
     return order
 
 
-def _monitor(egrp, data_shape, order, ndim, n_e, metadata):
+def _monitor(egrp, data_shape, order, ndim, n_e, metadata, path):
     """The flux monitor: NXmonitor ``control`` (or another non-energy NXmonitor) matching the data."""
     monitors = _children(egrp, "NXmonitor")
     monitors.sort(key=lambda item: item[0] != "control")
@@ -414,7 +454,7 @@ def _monitor(egrp, data_shape, order, ndim, n_e, metadata):
             continue
         if (_text(ds.attrs.get("units")) or "").lower() in ("ev", "kev"):
             continue
-        vals = np.asarray(ds[()], dtype=float)
+        vals = np.asarray(_values(ds, path, ds.name), dtype=float)
         if vals.shape == tuple(data_shape):
             mon = np.transpose(vals, order)
             if ndim == 2:

@@ -22,7 +22,8 @@ import tifffile
 
 from ..errors import CeimapInputError
 from ..lamella import SemImage
-from ._assemble import PIXEL_ASPECT_TOLERANCE, check_array_size, length_unit_to_nm
+from ._assemble import PIXEL_ASPECT_TOLERANCE, length_unit_to_nm
+from .tiff import open_tiff, single_image
 
 __all__ = ["read_sem", "write_sem_tiff"]
 
@@ -98,15 +99,10 @@ def read_sem(path, pixel_size_nm: float | None = None) -> SemImage:
         if not (np.isfinite(pixel_size_nm) and pixel_size_nm > 0):
             raise CeimapInputError(f"SEM pixel size must be a positive number of nm, got {pixel_size_nm}",
                                    path=path)
-    try:
-        with tifffile.TiffFile(path) as tif:
-            image = _image(tif, path)
-            found = None if pixel_size_nm is not None else _pixel_size(tif, path)
-            height = _fei_image_height(tif)
-    except CeimapInputError:
-        raise
-    except Exception as exc:  # tifffile raises many types on corrupt / non-TIFF input
-        raise CeimapInputError(f"not a readable TIFF image ({type(exc).__name__}: {exc})", path=path) from None
+    with open_tiff(path, "TIFF image") as (tif, n_pages):
+        image = _image(tif, n_pages, path)
+        found = None if pixel_size_nm is not None else _pixel_size(tif, path)
+        height = _fei_image_height(tif)
     if height is not None and 1 < height < image.shape[0]:
         warnings.warn(f"{path}: FEI/Thermo data bar below the image removed ({image.shape[0] - height} rows)",
                       stacklevel=2)
@@ -123,16 +119,11 @@ def read_sem(path, pixel_size_nm: float | None = None) -> SemImage:
     return SemImage(image=image, pixel_size_nm=float(size), pixel_size_source=source, source=str(path))
 
 
-def _image(tif: tifffile.TiffFile, path) -> np.ndarray:
-    if not tif.series:
-        raise CeimapInputError("TIFF holds no image", path=path)
-    series = tif.series[0]
-    check_array_size(series.shape, path, "SEM image", bytes_per_value=max(4, np.dtype(series.dtype).itemsize))
-    try:
-        img = series.asarray()
-    except Exception as exc:
-        raise CeimapInputError(f"image data cannot be read (truncated file?): {exc}", path=path) from None
-    axes = series.axes
+def _image(tif: tifffile.TiffFile, n_pages: int, path) -> np.ndarray:
+    """The SEM image: the file's first page (the scanned image; later pages may be thumbnails)."""
+    page = tif.pages.first
+    img = single_image(tif, n_pages, path, "SEM image", bytes_per_value=max(4, np.dtype(page.dtype).itemsize))
+    axes = page.axes
     img = np.asarray(img)
     if img.ndim == 3 and axes.endswith("S") and img.shape[-1] in (3, 4):
         rgb = img[..., :3].astype(np.float64)

@@ -14,7 +14,8 @@ import tifffile
 
 from ..errors import CeimapInputError
 from ..stack import Stack
-from ._assemble import assemble_stack, check_array_size
+from ._assemble import assemble_stack
+from .tiff import check_page_data, image_count, open_tiff
 
 __all__ = ["read_tiff_stack", "write_tiff_stack", "energy_sidecar"]
 
@@ -86,19 +87,18 @@ def read_tiff_stack(path, edge: str | None = None, *, kind: str | None = None,
             f"no energy list beside the TIFF stack: expected {stem}.energies.txt or {stem}.txt "
             "(one energy in eV per line)", path=path)
     energies = _read_energies(sidecar)
-    try:
-        with tifffile.TiffFile(path) as tif:
-            if not tif.series:
-                raise CeimapInputError("TIFF holds no image", path=path)
-            series = tif.series[0]
-            check_array_size(series.shape, path, "TIFF stack")
-            data = series.asarray()
-            found = None if pixel_size_nm is not None else _pixel_size(tif, path)
-            info = (tif.imagej_metadata or {}).get("Info", "") if tif.is_imagej else ""
-    except CeimapInputError:
-        raise
-    except Exception as exc:
-        raise CeimapInputError(f"not a readable TIFF ({type(exc).__name__}: {exc})", path=path) from None
+    with open_tiff(path, "TIFF stack") as (tif, n_pages):
+        n_images = image_count(tif, n_pages)
+        if n_images not in (1, energies.size):
+            raise CeimapInputError(
+                f"has {n_images} frame(s) but {sidecar.name} lists {energies.size} energies", path=path)
+        if not tif.series:
+            raise CeimapInputError("TIFF holds no image", path=path)
+        series = tif.series[0]
+        check_page_data(tif.pages.first, path, "TIFF stack", shape=series.shape)
+        data = series.asarray()
+        found = None if pixel_size_nm is not None else _pixel_size(tif, path)
+        info = (tif.imagej_metadata or {}).get("Info", "") if tif.is_imagej else ""
     data = np.asarray(data)
     if data.ndim == 3 and series.axes.endswith("S"):  # frames stored as colour samples of one page
         data = np.moveaxis(data, -1, 0)
