@@ -130,6 +130,40 @@ def test_sem_that_is_not_a_tiff(ceimap, tmp_path):
     refused(ceimap(*run_args(tmp_path, B.write_h5(tmp_path), sem=sem)), outdir(tmp_path), sem, "not a readable TIFF")
 
 
+SEM_PAGE_LOOP = [("insert", 0.8443632566103562, 237, 5), ("delete", 0.1763934346256708, 187, 12),
+                 ("insert", 0.025263604961809127, 236, 8)]
+"""The mutation of ``write_sem``'s file that makes its IFD chain loop (``shared/badfiles/sem_page_loop.tif``)."""
+
+
+def sem_page_loop(folder: Path) -> Path:
+    from reader_fuzzing import mutate
+
+    sem = B.write_sem(folder)
+    sem.write_bytes(mutate(sem.read_bytes(), SEM_PAGE_LOOP))
+    return sem
+
+
+def test_sem_whose_page_chain_loops(ceimap, tmp_path):
+    sem = sem_page_loop(tmp_path)
+    refused(ceimap(*run_args(tmp_path, B.write_h5(tmp_path), sem=sem)), outdir(tmp_path), sem,
+            "loops back to page 0")
+
+
+def test_sem_page_loop_command_exits_2_with_one_line(tmp_path):
+    """The real command on the looping TIFF: exit 2, one line on stderr (tifffile walked it for ever, printing
+    245 MB of messages), nothing on stdout, no output folder."""
+    import subprocess
+
+    sem = sem_page_loop(tmp_path)
+    out = outdir(tmp_path)
+    args = [sys.executable, "-m", "stats.cli", *map(str, run_args(tmp_path, B.write_h5(tmp_path), sem=sem))]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [ln for ln in result.stderr.splitlines() if not ln.startswith("[")]
+    assert len(lines) == 1 and str(sem) in lines[0] and "loops back" in lines[0], result.stderr[-2000:]
+    assert len(result.stderr) < 2000 and not out.exists()
+
+
 def test_truncated_tiff_stack(ceimap, tmp_path):
     stack = cut(B.write_tif_stack(tmp_path), 0.4)
     refused(ceimap(*run_args(tmp_path, stack)), outdir(tmp_path), stack, "tiff")
