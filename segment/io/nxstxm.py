@@ -89,11 +89,10 @@ def _values(ds: h5py.Dataset, path, where: str) -> np.ndarray:
     if need and layout != h5py.h5d.COMPACT:
         check_array_size(ds.shape, path, where)
         stored = int(ds.id.get_storage_size())
-        if layout == h5py.h5d.CONTIGUOUS:
+        if layout == h5py.h5d.CONTIGUOUS:  # the values themselves must be in the file
             factor = 1.0
             offset = ds.id.get_offset()
-            if offset is not None and offset + stored > Path(path).stat().st_size:
-                stored = 0
+            stored = 0 if offset is None else max(min(need, Path(path).stat().st_size - offset), 0)
         else:
             factor = _MAX_EXPANSION.get(ds.compression, _OTHER_FILTER_EXPANSION) if ds.compression else 1.0
             if ds.scaleoffset is not None:

@@ -45,6 +45,17 @@ MAX_EXPANSION = {
 }
 """Largest factor by which each TIFF compression can expand its stored bytes (by TIFF compression code)."""
 
+LAYOUT_TAGS = {256: "ImageWidth", 257: "ImageLength", 258: "BitsPerSample", 259: "Compression",
+               262: "PhotometricInterpretation", 273: "StripOffsets", 277: "SamplesPerPixel",
+               278: "RowsPerStrip", 279: "StripByteCounts", 284: "PlanarConfiguration", 317: "Predictor",
+               322: "TileWidth", 323: "TileLength", 324: "TileOffsets", 325: "TileByteCounts",
+               338: "ExtraSamples", 339: "SampleFormat"}
+"""The tags that say how a page's image is stored: a page with one of them corrupted cannot be decoded."""
+
+_TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4, 16: 8, 17: 8,
+               18: 8}
+"""Bytes per value of each TIFF field type (TIFF 6.0 types 1–13, BigTIFF 16–18)."""
+
 OTHER_CODEC_EXPANSION = 1e5
 """Bound for compressions without a known limit (JPEG, LZMA, Zstandard …): generous, still finite."""
 
@@ -57,8 +68,10 @@ def tiff_page_offsets(path, what: str = "TIFF") -> tuple[list[int], str | None]:
     """Walk the IFD chain of a TIFF file with bounds: offsets of its pages, and what ended the chain early.
 
     Every IFD must lie inside the file and none may be visited twice, so the walk takes at most as many steps
-    as the file has room for IFDs. A chain that loops, or a first IFD that is missing, truncated or holds an
-    impossible number of tags, is corruption: the file is refused. A later IFD with such a problem ends the
+    as the file has room for IFDs. The tags saying how each page's image is stored (:data:`LAYOUT_TAGS`)
+    must have a valid field type and their values must lie inside the file. A chain that loops, or a first
+    IFD that is missing, truncated, holds an impossible number of tags or corrupted layout tags, is
+    corruption: the file is refused. A later IFD with such a problem ends the
     chain there (as tifffile does), and the problem is returned so that the caller can say so.
 
     Parameters
@@ -125,6 +138,11 @@ def tiff_page_offsets(path, what: str = "TIFF") -> tuple[list[int], str | None]:
                     problem = f"page {page} (offset {offset}) claims {n_tags} tags"
                 elif end > size:
                     problem = f"page {page} (offset {offset}) with {n_tags} tags runs past the end of the file"
+            if problem is None:
+                fh.seek(offset + count_size)
+                problem = _layout_problem(fh.read(n_tags * entry_size), order, entry_size, offset_size, size)
+                if problem is not None:
+                    problem = f"page {page} (offset {offset}): {problem}"
             if problem is not None:
                 if not offsets:
                     raise _refuse(problem + " (truncated or corrupted file)", path, what)
@@ -136,6 +154,27 @@ def tiff_page_offsets(path, what: str = "TIFF") -> tuple[list[int], str | None]:
     if not offsets:
         raise _refuse("the header points to no image directory (offset 0)", path, what)
     return offsets, None
+
+
+def _layout_problem(entries: bytes, order: str, entry_size: int, value_size: int, file_size: int) -> str | None:
+    """What is wrong with the layout tags (:data:`LAYOUT_TAGS`) among an IFD's entries, or None."""
+    count_fmt = "I" if entry_size == 12 else "Q"
+    for i in range(0, len(entries) - entry_size + 1, entry_size):
+        code, kind = struct.unpack(order + "HH", entries[i: i + 4])
+        if code not in LAYOUT_TAGS:
+            continue
+        name = f"tag {code} ({LAYOUT_TAGS[code]})"
+        if kind not in _TYPE_SIZES:
+            return f"{name} has the invalid field type {kind}"
+        count = struct.unpack(order + count_fmt, entries[i + 4: i + 4 + (entry_size - 4 - value_size)])[0]
+        n_bytes = count * _TYPE_SIZES[kind]
+        if count == 0 or n_bytes > file_size:
+            return f"{name} claims {count} values"
+        if n_bytes > value_size:
+            where = struct.unpack(order + count_fmt, entries[i + entry_size - value_size: i + entry_size])[0]
+            if where + n_bytes > file_size:
+                return f"{name} has its values at bytes {where}–{where + n_bytes}, beyond the end of the file"
+    return None
 
 
 class _Gather(logging.Handler):
