@@ -429,8 +429,14 @@ def read_tiff_image(path, what: str = "TIFF image") -> np.ndarray:
     with open_tiff(path, what) as (tif, n_pages):
         page = tif.pages.first
         itemsize = np.dtype(page.dtype).itemsize
-        if image_count(tif, n_pages) == 1:
+        n_images = image_count(tif, n_pages)
+        if n_images == 1:
             return single_image(tif, n_pages, path, what, bytes_per_value=itemsize)
+        shape = (n_images,) + tuple(page.shape)
+        check_page_data(page, path, what, bytes_per_value=itemsize, shape=shape)
         series = tif.series[0]
-        check_page_data(page, path, what, bytes_per_value=itemsize, shape=series.shape)
-        return np.asarray(series.asarray())
+        if int(np.prod(series.shape)) == int(np.prod(shape)):  # ImageJ, OME, shaped: the file's own stack
+            return np.asarray(series.asarray())
+        if n_images > n_pages:
+            raise CeimapInputError(f"{what}: its metadata claim {n_images} images in {n_pages} pages", path=path)
+        return np.stack([tif.pages[i].asarray() for i in range(n_images)])
