@@ -184,3 +184,16 @@ def test_single_image_without_frame_number(tmp_path):
     assert s.data.shape == (1, 4, 6) and s.metadata["energy_pairing"] == "single image"
     np.testing.assert_array_equal(s.data, frames)
     np.testing.assert_allclose(s.energies_ev, [852.0])
+
+
+def test_header_nested_too_deep_is_a_syntax_error():
+    with pytest.raises(ValueError, match="nested more than 64 deep"):
+        parse_hdr("A = " + "{B = " * 5000)  # a RecursionError before
+
+
+def test_frame_too_small_for_the_header_is_refused_before_parsing(tmp_path):
+    frames = np.random.default_rng(0).poisson(1000, (2, 6, 7)).astype(float)
+    hdr = write_als(tmp_path, frames, [850.0, 852.0])
+    (tmp_path / "scan_a001.xim").write_text("1\t2\n")
+    with pytest.raises(CeimapInputError, match=r"scan_a001.xim: frame file has 4 bytes, too few for the 6 × 7"):
+        read_stack(hdr)

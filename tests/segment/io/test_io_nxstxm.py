@@ -347,3 +347,29 @@ def test_stack_in_second_entry_preferred_over_image_in_first(tmp_path):
     np.testing.assert_array_equal(s.data, stack.data)
     t = read_stack(p, entry="entry0")
     np.testing.assert_array_equal(t.data, image.data)
+
+
+def test_dataspace_claiming_more_than_the_file_stores_is_refused(tmp_path):
+    """A corrupted dataspace can claim any size; HDF5 returns fill values for chunks never written, so the
+    claim is checked against the stored bytes before anything is read (a 30 kB file asking for 5 GB)."""
+    path = tmp_path / "s.hdf5"
+    write_nxstxm(path, _stack())
+    with h5py.File(path, "r+") as f:
+        grp = f["entry1/counter0"]
+        del grp["data"]
+        grp.create_dataset("data", shape=(6, 12000, 14000), dtype="uint16", chunks=(1, 1000, 1000))
+    with pytest.raises(CeimapInputError, match=r"/entry1/counter0/data claims shape \(6, 12000, 14000\) "
+                                               r"\(2016000000 bytes\) but the file stores 0 bytes"):
+        read_stack(path)
+
+
+def test_gzip_data_may_expand_within_deflate_bound(tmp_path):
+    """Constant counts compress several hundredfold; deflate's bound (1032) still admits them."""
+    st = _stack(n_e=4, ny=200, nx=210)
+    st.data[:] = 500.0
+    path = tmp_path / "flat.hdf5"
+    write_nxstxm(path, st)
+    with h5py.File(path, "r") as f:
+        ds = f["entry1/counter0/data"]
+        assert ds.size * ds.dtype.itemsize / ds.id.get_storage_size() > 50
+    np.testing.assert_array_equal(read_stack(path).data, 500.0)
