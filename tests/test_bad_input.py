@@ -542,6 +542,15 @@ def test_manifest_path_escaping_its_folder_is_followed_and_checked(ceimap, tmp_p
             "not a readable TIFF", "listed as 'sem.path'")
 
 
+def test_manifest_path_of_an_unknown_users_home(ceimap, tmp_path):
+    """``~name/…`` of a user the machine does not know (found by tools/fuzz_readers.py: a RuntimeError from
+    pathlib, exit 1, before)."""
+    B.write_sem(tmp_path)
+    manifest = B.write_manifest(tmp_path, stacks=(("Ni-L", "~i_l.hdf5"),))
+    refused(ceimap("run", manifest, "--out", outdir(tmp_path)), outdir(tmp_path), manifest,
+            "'~i_l.hdf5' is no user's home folder")
+
+
 def test_manifest_naming_a_device(ceimap, tmp_path):
     """/dev/zero would be read forever: only regular files are read."""
     B.write_h5(tmp_path)

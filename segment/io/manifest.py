@@ -65,7 +65,11 @@ def _require(table: dict, key: str, kind, where: str, manifest: Path):
 def _file(manifest: Path, value: str, key: str) -> Path:
     if not value.strip():
         raise CeimapInputError(f"key '{key}' is an empty path", path=manifest)
-    p = Path(value).expanduser()
+    try:
+        p = Path(value).expanduser()
+    except RuntimeError:  # "~name/…" of a user this machine does not know
+        raise CeimapInputError(f"key '{key}' names {value!r}, whose '~{value[1:].split('/')[0]}' is no user's "
+                               "home folder on this machine", path=manifest) from None
     p = p if p.is_absolute() else manifest.parent / p
     if not p.exists():
         raise CeimapInputError(f"key '{key}' names {value!r}, which does not exist ({p})", path=manifest)
