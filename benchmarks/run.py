@@ -1,7 +1,7 @@
 """Run the benchmarks and print one table of ratios against the named baselines.
 
     python3 -m pip install -e ".[bench]"      # hyperspy, pystackreg, dask.distributed
-    python3 benchmarks/run.py                 # all benchmarks
+    python3 benchmarks/run.py                 # all benchmarks but test_suite (the slow suite's own cost)
     python3 benchmarks/run.py align register  # only these (module names without ``bench_``)
     python3 benchmarks/run.py --quick         # smaller cases, for a smoke run
     python3 benchmarks/run.py --json out.json # also save the rows
@@ -26,20 +26,25 @@ import _common  # noqa: E402
 from _common import format_table, log  # noqa: E402
 
 
+ON_REQUEST = {"test_suite"}
+"""Benchmarks run only when named: ``test_suite`` runs the whole slow test suite (about 12 minutes)."""
+
+
 def available() -> list[str]:
     return sorted(p.stem[len("bench_"):] for p in HERE.glob("bench_*.py"))
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("names", nargs="*", help=f"benchmarks to run (default all: {', '.join(available())})")
+    parser.add_argument("names", nargs="*", help=f"benchmarks to run (default all but {', '.join(sorted(ON_REQUEST))}: "
+                                                 f"{', '.join(available())})")
     parser.add_argument("--quick", action="store_true", help="smaller cases")
     parser.add_argument("--json", type=Path, help="also write the rows to this JSON file")
     parser.add_argument("--cache", type=Path,
                         help="keep the ceimap-preprocessed stacks (and their timings) in this folder between runs")
     args = parser.parse_args(argv)
     _common.CACHE_DIR = args.cache
-    names = args.names or available()
+    names = args.names or [n for n in available() if n not in ON_REQUEST]
     unknown = sorted(set(names) - set(available()))
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(unknown)}; available: {', '.join(available())}")
