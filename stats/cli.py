@@ -15,7 +15,7 @@ import traceback
 from contextlib import ExitStack
 from pathlib import Path
 
-from segment.errors import CeimapInputError
+from ceimap.segment.errors import CeimapInputError
 
 DEFAULT_DEMO_OUT = "ceimap-demo"
 DEMO_MARKER = ".ceimap-demo"
@@ -52,8 +52,8 @@ def _parse_stxm(values: list[str]) -> dict[str, Path]:
 
 def load_lamella_from_args(args) -> "Lamella":  # noqa: F821 - imported lazily
     """A Lamella from a manifest or from --sem/--stxm options (validated by the readers)."""
-    from segment.io import read_lamella, read_sem, read_stack
-    from segment.lamella import Lamella
+    from ceimap.segment.io import read_lamella, read_sem, read_stack
+    from ceimap.segment.lamella import Lamella
 
     if args.lamella is not None:
         if args.sem is not None or args.stxm:
@@ -76,7 +76,7 @@ def load_lamella_from_args(args) -> "Lamella":  # noqa: F821 - imported lazily
 
 def _require_ni(lamella) -> None:
     """Refuse, before any processing, a lamella the pipeline cannot analyse (see segment.lamella.check_lamella)."""
-    from segment.lamella import check_lamella
+    from ceimap.segment.lamella import check_lamella
 
     check_lamella(lamella, required_edges=("Ni-L",))
 
@@ -85,15 +85,15 @@ def _worker_pool(stack: ExitStack):
     """One worker process (None on a one-core machine), closed with ``stack``.
 
     Started before the heavy imports of the caller, so that its own imports (it loads the pipeline at once)
-    overlap them. :func:`stats.run.run_lamella` preprocesses and registers the second edge in it alongside the
+    overlap them. :func:`ceimap.stats.run.run_lamella` preprocesses and registers the second edge in it alongside the
     first, then draws half of the report there (same results as serial).
     """
-    from segment.workers import spawn_pool
+    from ceimap.segment.workers import spawn_pool
 
     if (os.cpu_count() or 1) < 2:
         return None
     pool = stack.enter_context(spawn_pool(1))
-    pool.submit(importlib.import_module, "segment.pipeline")
+    pool.submit(importlib.import_module, "ceimap.segment.pipeline")
     return pool
 
 
@@ -107,7 +107,7 @@ def cmd_run(args) -> int:
 
         model = None
         if args.model is not None:
-            from segment.classifier import PixelClassifier
+            from ceimap.segment.classifier import PixelClassifier
 
             progress(f"loading the pixel classifier {args.model} (refitting it from its training data)")
             model = PixelClassifier.load(args.model)
@@ -198,9 +198,9 @@ def parse_train_args(argv: list[str]) -> tuple[list[dict], dict]:
 def cmd_train(args) -> int:
     import numpy as np
 
-    from segment import CLASS_CODES
-    from segment.io import read_annotations
-    from segment.pipeline import train_classifier
+    from ceimap.segment import CLASS_CODES
+    from ceimap.segment.io import read_annotations
+    from ceimap.segment.pipeline import train_classifier
 
     groups, options = parse_train_args(args.rest)
     out = Path(options["out"])
@@ -228,7 +228,7 @@ def cmd_train(args) -> int:
         if not annotated[-1][1].any():  # refused now rather than after the other lamellae are processed
             raise CeimapInputError("the annotation image has no annotated pixel (all 0)", path=path)
         if lamella.annotations_path != path:
-            from segment.lamella import Lamella
+            from ceimap.segment.lamella import Lamella
             annotated[-1] = (Lamella(**{**lamella.__dict__, "annotations_path": path}), annotated[-1][1])
     present = set()
     for _, labels in annotated:
@@ -263,7 +263,7 @@ def cmd_batch(args) -> int:
 
     progress = _Progress()
     if args.model is not None:
-        from segment.classifier import PixelClassifier
+        from ceimap.segment.classifier import PixelClassifier
 
         progress(f"checking the pixel classifier {args.model}")
         PixelClassifier.load(args.model)  # refuse a bad model before any lamella starts
@@ -299,7 +299,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from segment.io import read_lamella
+    from ceimap.segment.io import read_lamella
 
     from .compare import write_compare
     from .outputs import AtomicFolder

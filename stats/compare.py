@@ -22,7 +22,7 @@ a difference says these lamellae differ, and generalising to the conditions need
 
 Beside the between-sample tests, ``surface_electrolyte_vs_void_combined`` combines the samples' *own*
 electrolyte- vs void-adjacent surface tests (each lamella's paired test on its particles) by weighted Stouffer
-(:func:`stats.inference.combined_surface_test`): whether the within-sample effect holds consistently over the
+(:func:`ceimap.stats.inference.combined_surface_test`): whether the within-sample effect holds consistently over the
 compared samples (e.g. the paper's cycled cells). It is not a comparison between samples and stays outside the
 Holm family.
 
@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segment.errors import CeimapInputError
+from ceimap.segment.errors import CeimapInputError
 
 from .inference import combined_surface_test
 from .report import (

@@ -1,7 +1,7 @@
 """One lamella from raw files to the results folder: segment stages, statistics, files, report.
 
 ``run_lamella`` is what ``ceimap run`` (and the demo) call; it holds no science of its own: it calls
-:func:`segment.pipeline.process_lamella`, :func:`stats.analysis.analyse_maps` and writes what they
+:func:`ceimap.segment.pipeline.process_lamella`, :func:`ceimap.stats.analysis.analyse_maps` and writes what they
 return, in the formats of CONTRACT.md.
 """
 
@@ -15,13 +15,13 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from segment import CLASS_CODES
-from segment.io.jsonfile import write_json
-from segment.lamella import Lamella, check_lamella
-from segment.pipeline import NI_EDGE, S_EDGE, PipelineResult, process_lamella
-from segment.workers import edge_workers, spawn_pool
-from segment.register import labels_to_stxm, warp_to_sem
-from segment.spectra import mean_spectra_by_label
+from ceimap.segment import CLASS_CODES
+from ceimap.segment.io.jsonfile import write_json
+from ceimap.segment.lamella import Lamella, check_lamella
+from ceimap.segment.pipeline import NI_EDGE, S_EDGE, PipelineResult, process_lamella
+from ceimap.segment.workers import edge_workers, spawn_pool
+from ceimap.segment.register import labels_to_stxm, warp_to_sem
+from ceimap.segment.spectra import mean_spectra_by_label
 
 from .analysis import Analysis, analyse_maps
 from .outputs import AtomicFolder, check_output_folder, provenance, write_csv, write_tiff
@@ -149,7 +149,7 @@ def decomposition_outputs(result: PipelineResult):
 def write_results(out: Path, result: PipelineResult, analysis: Analysis, prov: dict, *, pool=None) -> None:
     """Write every output file of CONTRACT.md (and the report's extras) into the folder ``out``.
 
-    ``pool``: a process pool the report may draw its largest figures in (:func:`stats.report.render_report`).
+    ``pool``: a process pool the report may draw its largest figures in (:func:`ceimap.stats.report.render_report`).
     """
     lamella = result.lamella
     write_tiff(out / "classes.tif", result.classes.astype(np.uint8))
@@ -210,11 +210,11 @@ def run_lamella(
         refusing the lamella; recorded in ``summary.json`` parameters (``accept_unmatched_registration``).
     workers : int
         Processes to work in: with 2 or more, the edges are preprocessed and registered at the same time
-        (:func:`segment.pipeline.preprocess_lamella`), and the same worker process later draws the report's
-        largest figures alongside this one (:func:`stats.report.render_report`). 1 (the default) keeps
+        (:func:`ceimap.segment.pipeline.preprocess_lamella`), and the same worker process later draws the report's
+        largest figures alongside this one (:func:`ceimap.stats.report.render_report`). 1 (the default) keeps
         everything in this process. The results are byte-identical either way.
     pool : concurrent.futures.Executor, optional
-        A process pool (:func:`segment.workers.spawn_pool`) to use in this way instead of starting one (then
+        A process pool (:func:`ceimap.segment.workers.spawn_pool`) to use in this way instead of starting one (then
         ``workers`` is not used); the caller keeps it. ``ceimap run`` starts its worker first thing, so that
         the worker's imports overlap its own.
 

@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 sys.path.insert(0, str(Path(__file__).parent))
 
 import bad_input_files as B  # noqa: E402
-from segment.errors import CeimapInputError  # noqa: E402
-from segment.io import read_annotations, read_lamella, read_sem, read_stack  # noqa: E402
+from ceimap.segment.errors import CeimapInputError  # noqa: E402
+from ceimap.segment.io import read_annotations, read_lamella, read_sem, read_stack  # noqa: E402
 
 FAST_EXAMPLES = 25
 SLOW_EXAMPLES = 400

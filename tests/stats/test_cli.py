@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-from stats.cli import main
-from stats.outputs import AtomicFolder, check_output_folder
-from segment.errors import CeimapInputError
+from ceimap.stats.cli import main
+from ceimap.stats.outputs import AtomicFolder, check_output_folder
+from ceimap.segment.errors import CeimapInputError
 
 
 def test_usage_error_exits_2(capsys):
@@ -82,7 +82,7 @@ def test_atomic_folder_failure_leaves_previous_result(tmp_path):
 
 
 def test_console_script_help():
-    result = subprocess.run([sys.executable, "-m", "stats.cli", "--help"], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "ceimap.stats.cli", "--help"], capture_output=True, text=True)
     assert result.returncode == 0
     for command in ("demo", "run", "compare", "report"):
         assert command in result.stdout
@@ -147,8 +147,8 @@ def test_train_refuses_annotations_of_another_shape(tmp_path, datasets_dir, caps
 def test_run_model_refusals(tmp_path, datasets_dir, capsys):
     import numpy as np
 
-    from segment.classifier import PixelClassifier, TrainingSamples
-    from segment.features import FeatureSpec
+    from ceimap.segment.classifier import PixelClassifier, TrainingSamples
+    from ceimap.segment.features import FeatureSpec
 
     manifest = datasets_dir / "charged" / "lamella.toml"
     out = tmp_path / "out"
@@ -173,7 +173,7 @@ def test_run_model_refusals(tmp_path, datasets_dir, capsys):
 
 
 def test_train_arguments_group_by_lamella():
-    from stats.cli import parse_train_args
+    from ceimap.stats.cli import parse_train_args
 
     groups, options = parse_train_args([
         "a/lamella.toml", "--annotations", "a/extra.tif",
@@ -187,3 +187,4 @@ def test_train_arguments_group_by_lamella():
     assert options == {"overwrite": True, "estimator": "random_forest", "seed": 7, "out": "model.npz"}
     with pytest.raises(CeimapInputError, match="given twice"):
         parse_train_args(["a.toml", "--annotations", "x.tif", "--annotations", "y.tif", "--out", "m"])
+
