@@ -115,7 +115,7 @@ def command_wall(manifest: str | Path, out: str | Path) -> float:
 def _copies(folder: Path, n: int) -> list[Path]:
     """``n`` manifests cycling over the examples, each a copy of the example's manifest under its own name
     (input files referenced by absolute path)."""
-    import tomllib
+    from ceimap.segment.compat import tomllib
 
     manifests = []
     for i in range(n):

@@ -120,7 +120,7 @@ def get_reader(path):
 
 
 def _is_lamella_manifest(path: Path) -> bool:
-    import tomllib
+    from ceimap.segment.compat import tomllib
 
     try:
         with open(path, "rb") as f:

@@ -54,7 +54,7 @@ def plan_batch(manifests, out_dir) -> list[dict]:
     CeimapInputError
         No manifest, a manifest that does not exist or is not a LAMELLA.toml, or the same manifest twice.
     """
-    import tomllib
+    from ceimap.segment.compat import tomllib
 
     manifests = [Path(m).resolve() for m in manifests]
     if not manifests:

@@ -6,11 +6,12 @@ import os
 import shutil
 import subprocess
 import sys
-import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
+
+from ceimap.segment.compat import tomllib
 
 REPO = Path(__file__).resolve().parents[1]
 FOLDERS = {"ceimap": "ceimap", "ceimap.segment": "segment", "ceimap.stats": "stats",
