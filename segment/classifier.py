@@ -531,7 +531,8 @@ class PixelClassifier:
 
     def describe(self) -> dict:
         """What a run records about the model it used (file, hash, estimator, feature spec, lamellae)."""
-        return {"file": None if self.source is None else Path(self.source).name, "path": self.source,
+        return {"file": None if self.source is None else Path(self.source).name,
+                "path": None if self.source is None else str(Path(self.source).resolve()),
                 "sha256": self.sha256, "file_sha256": self.file_sha256, "estimator": self.estimator,
                 "params": self.params, "seed": self.seed, "feature_spec": self.spec.to_dict(), "trained_on": [lam["name"] for lam in self.lamellae],
                 "n_samples": int(self.labels.size), "validation": self.validation}

@@ -207,7 +207,7 @@ def run_batch(manifests, out_dir, *, scheduler: str | None = None, n_workers: in
     from .outputs import provenance
     from .report import write_text_atomic
 
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).resolve()  # batch.json records absolute paths, true from any working directory
     plan = plan_batch(manifests, out_dir)
     inputs = [Path(p["manifest"]) for p in plan]
     check_output_folder(out_dir, inputs, overwrite=overwrite)

@@ -326,7 +326,8 @@ def cmd_demo(args) -> int:
             runs.append(tmp / lamella.name)
         progress.prefix = ""
         progress("comparing samples")
-        write_compare(runs, tmp / "compare")
+        # compare.json and its report name the run folders where they will be, not in ``tmp``
+        write_compare(runs, tmp / "compare", final_dirs=[out / r.name for r in runs])
     report = out / "compare" / "report.html"
     print(f"Reports: {', '.join(str(out / r.name / 'report.html') for r in runs)}", file=sys.stderr)
     print(report)

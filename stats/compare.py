@@ -288,7 +288,7 @@ def _holm(entries: dict[str, dict]) -> dict:
 # public API
 # --------------------------------------------------------------------------------------------------
 
-def compare_runs(run_dirs, names=None, *, min_pixels: int = MIN_BULK_PIXELS) -> dict:
+def compare_runs(run_dirs, names=None, *, min_pixels: int = MIN_BULK_PIXELS, final_dirs=None) -> dict:
     """Compare samples (one run folder each) with the particle as the unit.
 
     Parameters
@@ -300,11 +300,16 @@ def compare_runs(run_dirs, names=None, *, min_pixels: int = MIN_BULK_PIXELS) -> 
         made unique with the folder name where they repeat.
     min_pixels : int, optional
         Minimum native STXM pixels of a region in a particle for its mean to count as a unit.
+    final_dirs : sequence of str or path-like, optional
+        Where the run folders will be once moved into place, one per ``run_dirs``, recorded as ``run_dirs``
+        instead of the folders read (``ceimap demo`` writes its runs in a temporary folder that it renames
+        afterwards). Default: ``run_dirs``.
 
     Raises
     ------
     CeimapInputError
-        Fewer than two folders, a folder without ``summary.json``, or names that do not fit.
+        Fewer than two folders, a folder without ``summary.json``, names that do not fit, or ``final_dirs``
+        not one per run folder.
 
     Returns
     -------
@@ -313,12 +318,16 @@ def compare_runs(run_dirs, names=None, *, min_pixels: int = MIN_BULK_PIXELS) -> 
         ``per_sample`` {name: {``mean``, ``sd``, ``n_units``, …}}, …}; ``egt2g_bulk`` {``p_value``,
         ``method`` (location), ``location`` {…}, ``spread`` {…}, ``per_sample``}; further entries
         ``egt2g_bulk_spread``, ``egt2g_surface_electrolyte``, ``egt2g_surface_void``; ``multiple_comparisons``
-        (Holm over the primary p-values, each entry also gets ``p_holm``); ``samples``, ``run_dirs``,
-        ``per_sample_summary`` (values copied from each summary.json) and ``notes``.
+        (Holm over the primary p-values, each entry also gets ``p_holm``); ``samples``, ``run_dirs`` (absolute
+        paths of the run folders' final location), ``per_sample_summary`` (values copied from each
+        summary.json) and ``notes``.
     """
     run_dirs = [Path(d) for d in run_dirs]
     if len(run_dirs) < 2:
         raise CeimapInputError(f"compare needs at least two run folders, got {len(run_dirs)}")
+    final_dirs = run_dirs if final_dirs is None else [Path(d) for d in final_dirs]
+    if len(final_dirs) != len(run_dirs):
+        raise CeimapInputError(f"{len(final_dirs)} final locations for {len(run_dirs)} run folders")
     for d in run_dirs:
         if not (d / "summary.json").is_file():
             raise CeimapInputError("not a ceimap run folder (no summary.json)", path=d)
@@ -384,7 +393,7 @@ def compare_runs(run_dirs, names=None, *, min_pixels: int = MIN_BULK_PIXELS) -> 
         }
     result = {
         "samples": sample_names,
-        "run_dirs": [str(d.resolve()) for d in run_dirs],
+        "run_dirs": [str(d.resolve()) for d in final_dirs],
         **entries,
         "multiple_comparisons": family,
         "per_sample_summary": per_sample_summary,
@@ -432,7 +441,8 @@ def write_compare(run_dirs, out_dir, names=None, *, paper_bins: bool = False, **
     paper_bins : bool, optional
         Draw pixel histograms with the paper's ten bins over 0.7–2.4.
     **kwargs
-        Passed to :func:`compare_runs`.
+        Passed to :func:`compare_runs` (``min_pixels``; ``final_dirs``, the run folders' names to record when
+        they are to be moved).
 
     Returns
     -------
@@ -445,7 +455,7 @@ def write_compare(run_dirs, out_dir, names=None, *, paper_bins: bool = False, **
     result = compare_runs(run_dirs, names, **kwargs)
     write_text_atomic(out / "compare.json", json.dumps(result, indent=2, allow_nan=False) + "\n")
     units = {n: sample_units(d, min_pixels=result["parameters"]["min_pixels"])
-             for n, d in zip(result["samples"], result["run_dirs"])}
+             for n, d in zip(result["samples"], run_dirs)}
     return write_text_atomic(out / "report.html", render_compare_report(result, units, paper_bins=paper_bins))
 
 

@@ -188,3 +188,25 @@ def test_train_arguments_group_by_lamella():
     with pytest.raises(CeimapInputError, match="given twice"):
         parse_train_args(["a.toml", "--annotations", "x.tif", "--annotations", "y.tif", "--out", "m"])
 
+
+def test_demo_records_the_final_run_folders(tmp_path, small_lamella_manifest):
+    """``ceimap demo`` builds its results in a temporary folder and renames it into place: every path its
+    outputs record names the final location (no ``.partial-`` folder, which no longer exists)."""
+    import re
+    import shutil
+
+    datasets = tmp_path / "datasets"
+    for name, sample in (("one", "first sample"), ("two", "second sample")):
+        folder = shutil.copytree(small_lamella_manifest.parent, datasets / name)
+        text = (folder / "lamella.toml").read_text()
+        text = re.sub(r'(?m)^name = ".*"$', f'name = "{name}"', text)
+        (folder / "lamella.toml").write_text(re.sub(r'(?m)^sample = ".*"$', f'sample = "{sample}"', text))
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--datasets", str(datasets)]) == 0
+    compare = json.loads((out / "compare" / "compare.json").read_text())
+    assert compare["run_dirs"] == [str((out / "one").resolve()), str((out / "two").resolve())]
+    report = (out / "compare" / "report.html").read_text()
+    assert all(f"<code>{d}</code>" in report for d in compare["run_dirs"])
+    written = [p for p in out.rglob("*") if p.suffix in (".json", ".html", ".csv")]
+    assert len(written) > 10
+    assert [p for p in written if ".partial-" in p.read_text(encoding="utf-8")] == []

@@ -124,6 +124,7 @@ def test_compare_outputs(demo_out):
     assert {"p_value", "method", "per_sample"} <= set(compare["interphase_thickness"])
     assert {"p_value", "method"} <= set(compare["egt2g_bulk"])
     assert (demo_out / "compare" / "report.html").is_file()
+    assert compare["run_dirs"] == [str(demo_out.resolve() / name) for name in EXAMPLES]  # where they are now
 
 
 def test_report_rerenders_without_recomputing(demo_out, tmp_path):
