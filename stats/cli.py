@@ -52,26 +52,10 @@ def _parse_stxm(values: list[str]) -> dict[str, Path]:
 
 def load_lamella_from_args(args) -> "Lamella":  # noqa: F821 - imported lazily
     """A Lamella from a manifest or from --sem/--stxm options (validated by the readers)."""
-    from ceimap.segment.io import read_lamella, read_sem, read_stack
-    from ceimap.segment.lamella import Lamella
+    from ceimap.api import load_lamella
 
-    if args.lamella is not None:
-        if args.sem is not None or args.stxm:
-            raise CeimapInputError("give either LAMELLA.toml or --sem/--stxm, not both")
-        lamella = read_lamella(args.lamella)
-        if args.sample:
-            lamella = Lamella(**{**lamella.__dict__, "sample": args.sample})
-        return lamella
-    if args.sem is None or not args.stxm:
-        raise CeimapInputError("give LAMELLA.toml, or --sem SEM and at least one --stxm EDGE=PATH")
-    sem = read_sem(args.sem, pixel_size_nm=args.sem_pixel_nm)
-    stacks = {edge: read_stack(path, edge=edge) for edge, path in _parse_stxm(args.stxm).items()}
-    inputs = [Path(args.sem)]
-    for stack in stacks.values():
-        inputs.append(Path(stack.source))
-        inputs.extend(Path(p) for p in stack.metadata.get("companions", []))
-    name = Path(args.sem).stem
-    return Lamella(name=name, sample=args.sample or name, sem=sem, stacks=stacks, input_paths=inputs)
+    return load_lamella(args.lamella, sem=args.sem, sem_pixel_nm=args.sem_pixel_nm,
+                        stxm=_parse_stxm(args.stxm), sample=args.sample)
 
 
 def _require_ni(lamella) -> None:
@@ -196,11 +180,7 @@ def parse_train_args(argv: list[str]) -> tuple[list[dict], dict]:
 
 
 def cmd_train(args) -> int:
-    import numpy as np
-
-    from ceimap.segment import CLASS_CODES
-    from ceimap.segment.io import read_annotations
-    from ceimap.segment.pipeline import train_classifier
+    from ceimap.api import annotations_path, read_annotated, train_annotated
 
     groups, options = parse_train_args(args.rest)
     out = Path(options["out"])
@@ -217,35 +197,12 @@ def cmd_train(args) -> int:
                                 stxm=group["stxm"], sample=group.get("sample"))
         lamella = load_lamella_from_args(ns)
         _require_ni(lamella)
-        path = Path(group["annotations"]) if "annotations" in group else lamella.annotations_path
-        if path is None:
-            raise CeimapInputError("no annotations: give --annotations LABELS.tif after this lamella "
-                                   "(or an `annotations` key in its manifest)",
-                                   path=lamella.manifest_path or group.get("sem"))
+        path = annotations_path(lamella, group.get("annotations"))
         if any(p.resolve() == out.resolve() for p in [*lamella.input_paths, path]):
             raise CeimapInputError("--out would overwrite an input file", path=out)
-        annotated.append((lamella, read_annotations(path, lamella.sem.image.shape)))
-        if not annotated[-1][1].any():  # refused now rather than after the other lamellae are processed
-            raise CeimapInputError("the annotation image has no annotated pixel (all 0)", path=path)
-        if lamella.annotations_path != path:
-            from ceimap.segment.lamella import Lamella
-            annotated[-1] = (Lamella(**{**lamella.__dict__, "annotations_path": path}), annotated[-1][1])
-    present = set()
-    for _, labels in annotated:
-        present.update(int(v) for v in np.unique(labels) if v > 0)
-    unannotated = [f"{code} ({name})" for name, code in CLASS_CODES.items() if code and code not in present]
-    if len(present) == 1:
-        raise CeimapInputError(f"the annotations name only class {present.pop()}: annotate at least two classes",
-                               path=", ".join(str(lam.annotations_path) for lam, _ in annotated))
-    if unannotated and present:
-        print(f"ceimap: warning: no annotated pixel of class {', '.join(unannotated)}: the model will never "
-              "predict it (annotate some of it to have it found)", file=sys.stderr)
-    names = [lam.name for lam, _ in annotated]
-    if len(set(names)) != len(names):  # the validation table is keyed by name
-        annotated = [(type(lam)(**{**lam.__dict__, "name": f"{lam.name}#{k + 1}"}), a)
-                     for k, (lam, a) in enumerate(annotated)]
-    progress = _Progress()
-    model = train_classifier(annotated, estimator=options["estimator"], seed=options["seed"], progress=progress)
+        annotated.append(read_annotated(lamella, path))
+    model = train_annotated(annotated, estimator=options["estimator"], seed=options["seed"], progress=_Progress(),
+                            warn=lambda message: print(f"ceimap: warning: {message}", file=sys.stderr))
     digest = model.save(out)
     for name, v in model.validation.get("leave_one_lamella_out", {}).items():
         per = ", ".join(f"{k}: {f:.3f}" for k, f in v["per_class_f1"].items())

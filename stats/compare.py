@@ -88,12 +88,17 @@ def sample_units(run_dir, *, min_pixels: int = MIN_BULK_PIXELS) -> dict:
         ``surface_void``, ``egt2g_pixels`` {region: ndarray of pixel values} (for plots only) and
         ``sources`` {quantity: file used}.
     """
+    run = Path(run_dir)
+    return units_from_tables(_read_json(run / "summary.json"), _read_csv(run / "thickness.csv"),
+                             _read_csv(run / "pixels.csv"), _read_csv(run / "particles.csv"), min_pixels=min_pixels)
+
+
+def units_from_tables(summary: dict, th, pix, parts, *, min_pixels: int = MIN_BULK_PIXELS) -> dict:
+    """:func:`sample_units` from a run's summary and tables (``thickness.csv``, ``pixels.csv``,
+    ``particles.csv`` as DataFrames, each possibly None) instead of its folder."""
     import pandas as pd
 
-    run = Path(run_dir)
-    summary = _read_json(run / "summary.json")
     out = {"summary": summary, "sources": {}, "egt2g": {}, "egt2g_pixels": {}}
-    th = _read_csv(run / "thickness.csv")
     if th is not None and {"particle_id", "thickness_nm"} <= set(th.columns):
         th = th[np.isfinite(th["thickness_nm"].astype(float))]
         out["thickness_nm"] = th.groupby("particle_id")["thickness_nm"].mean()
@@ -102,8 +107,6 @@ def sample_units(run_dir, *, min_pixels: int = MIN_BULK_PIXELS) -> dict:
     else:
         out["thickness_nm"] = pd.Series(dtype=float)
         out["thickness_points_nm"] = np.array([])
-    pix = _read_csv(run / "pixels.csv")
-    parts = _read_csv(run / "particles.csv")
     for region, columns in _REGION_COLUMNS.items():
         series = None
         if pix is not None and {"region", "egt2g", "particle_id"} <= set(pix.columns):
@@ -332,7 +335,20 @@ def compare_runs(run_dirs, names=None, *, min_pixels: int = MIN_BULK_PIXELS, fin
         if not (d / "summary.json").is_file():
             raise CeimapInputError("not a ceimap run folder (no summary.json)", path=d)
     units = [sample_units(d, min_pixels=min_pixels) for d in run_dirs]
-    sample_names = _sample_names(run_dirs, [u["summary"] for u in units], names)
+    return compare_units(units, [d.name for d in run_dirs], names, min_pixels=min_pixels,
+                         run_dirs=[str(d.resolve()) for d in final_dirs])
+
+
+def compare_units(units: list, labels: list, names=None, *, min_pixels: int = MIN_BULK_PIXELS,
+                  run_dirs: list | None = None) -> dict:
+    """:func:`compare_runs` on the samples' units (:func:`sample_units`, :func:`units_from_tables`).
+
+    ``labels``: a short name of each run (its folder name), used for sample names that the summaries do not
+    give or give twice; ``run_dirs``: what to record as ``run_dirs`` (default: None for each sample).
+    """
+    if len(units) < 2:
+        raise CeimapInputError(f"compare needs at least two runs, got {len(units)}")
+    sample_names = _sample_names(labels, [u["summary"] for u in units], names)
     by_name = dict(zip(sample_names, units))
 
     # interphase thickness: per-particle means; non-resolvable samples are described but not tested
@@ -393,7 +409,7 @@ def compare_runs(run_dirs, names=None, *, min_pixels: int = MIN_BULK_PIXELS, fin
         }
     result = {
         "samples": sample_names,
-        "run_dirs": [str(d.resolve()) for d in final_dirs],
+        "run_dirs": list(run_dirs) if run_dirs is not None else [None] * len(units),
         **entries,
         "multiple_comparisons": family,
         "per_sample_summary": per_sample_summary,
