@@ -14,10 +14,11 @@ import pytest
 import ceimap
 
 
-def _modules(package_names):
-    """Names of every module of the packages (``__main__`` modules, which run when imported, left out)."""
-    names = []
-    for package_name in package_names:
+def _modules(packages):
+    """``ceimap``'s own modules and every module of ``packages`` (``__main__`` modules, which run when
+    imported, left out)."""
+    names = ["ceimap"] + [f"ceimap.{m.name}" for m in pkgutil.iter_modules(ceimap.__path__) if not m.ispkg]
+    for package_name in packages:
         package = importlib.import_module(package_name)
         names.append(package_name)
         for info in pkgutil.walk_packages(package.__path__, prefix=f"{package_name}."):
@@ -29,7 +30,7 @@ def _modules(package_names):
 def _doctests():
     finder = doctest.DocTestFinder()
     cases = []
-    for name in _modules(["ceimap", "ceimap.segment", "ceimap.stats"]):
+    for name in _modules(["ceimap.segment", "ceimap.stats"]):
         for test in finder.find(importlib.import_module(name)):
             if test.examples:
                 cases.append(pytest.param(test, id=test.name))
