@@ -81,8 +81,9 @@ def test_atomic_folder_failure_leaves_previous_result(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["run"]  # no partial folder left behind
 
 
-def test_console_script_help():
-    result = subprocess.run([sys.executable, "-m", "ceimap.stats.cli", "--help"], capture_output=True, text=True)
+def test_console_script_help(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "ceimap.stats.cli", "--help"], capture_output=True, text=True,
+                            cwd=tmp_path)  # outside the repository: its ceimap/ folder would hide a non-editable install
     assert result.returncode == 0
     for command in ("demo", "run", "compare", "report"):
         assert command in result.stdout
