@@ -21,10 +21,14 @@ import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 from ceimap.segment import CLASS_CODES
 from ceimap.segment.errors import CeimapInputError
+
+if TYPE_CHECKING:  # imported where used: `import ceimap` stays light
+    import numpy as np
+    import pandas as pd
 
 __all__ = ["Result", "load_lamella", "run", "read_results", "compare", "train"]
 
@@ -99,8 +103,8 @@ class Result:
         One row per particle, the columns of ``particles.csv``.
     thickness : pandas.DataFrame
         One row per interphase boundary sample point, the columns of ``thickness.csv``.
-    pixels : pandas.DataFrame
-        Every native STXM pixel with its region and ratio (``pixels.csv``).
+    pixels : pandas.DataFrame or None
+        Every native STXM pixel with its region and ratio (``pixels.csv``; None for a folder without it).
     summary : dict
         The content of ``summary.json``. Computed by :func:`run`, NaN is kept as NaN; read by
         :func:`read_results`, as the file has it (NaN written as null, read as None).
@@ -108,12 +112,12 @@ class Result:
         The results folder it was read from or last written to.
     """
 
-    classes: object
-    particles_map: object
-    egt2g: object
-    particles: object
-    thickness: object
-    pixels: object
+    classes: np.ndarray
+    particles_map: np.ndarray
+    egt2g: np.ndarray
+    particles: pd.DataFrame
+    thickness: pd.DataFrame
+    pixels: pd.DataFrame | None
     summary: dict
     folder: Path | None = None
     _computed: tuple | None = field(default=None, repr=False)  # (lamella, PipelineResult, Analysis, provenance)
