@@ -23,10 +23,10 @@ REPO = Path(__file__).resolve().parent.parent
 DATASETS = REPO / "datasets"
 EXAMPLES = ("charged", "cycled_4p25v", "cycled_4p7v")
 
-try:  # the benchmarks measure this checkout; make it importable when ceimap is not installed (or elsewhere)
-    import segment  # noqa: F401
+try:  # the benchmarks measure the installed ceimap (`pip install -e .` makes it this checkout)
+    import ceimap  # noqa: F401
 except ImportError:  # pragma: no cover - depends on the environment
-    sys.path.insert(0, str(REPO))
+    raise SystemExit("benchmarks: ceimap is not installed; run `python3 -m pip install -e .` in the repository")
 
 COLUMNS = ("benchmark", "case", "metric", "unit", "ceimap", "baseline", "baseline_value", "ratio", "better")
 
@@ -127,8 +127,8 @@ def load_example(name: str):
     """``(Lamella, truth)`` of a shipped example (memoised in the process)."""
     key = ("lamella", name)
     if key not in _MEMO:
-        from segment.io import read_lamella
-        from segment.synthetic import load_truth
+        from ceimap.segment.io import read_lamella
+        from ceimap.segment.synthetic import load_truth
 
         folder = example_dir(name)
         _MEMO[key] = (read_lamella(folder / "lamella.toml"), load_truth(folder))
@@ -168,7 +168,7 @@ def _dump_preprocessed(path: Path, d: dict) -> None:
 def _load_preprocessed(path: Path) -> dict:
     import json
 
-    from segment.stack import Stack
+    from ceimap.segment.stack import Stack
 
     with np.load(path, allow_pickle=False) as z:
         meta = json.loads(str(z["meta"]))
@@ -187,8 +187,8 @@ def preprocessed(name: str, edge: str) -> dict:
     :data:`CACHE_DIR` set, also cached on disk (the timings are those of the run that made the cache).
     """
     def make():
-        from segment.align import align_frames
-        from segment.stack import optical_density
+        from ceimap.segment.align import align_frames
+        from ceimap.segment.stack import optical_density
 
         lam, _ = load_example(name)
         with timed() as t_align:
@@ -204,7 +204,7 @@ def registration(name: str, edge: str) -> dict:
     """ceimap's STXM→SEM registration of one preprocessed stack, timed (memoised in the process): ``register_stxm_to_sem(contrast_image(od), …)`` as ``process_lamella`` calls it.
     Returns ``{"registration": Registration, "s": seconds}``."""
     def make():
-        from segment.register import contrast_image, register_stxm_to_sem
+        from ceimap.segment.register import contrast_image, register_stxm_to_sem
 
         lam, _ = load_example(name)
         od = preprocessed(name, edge)["od"]

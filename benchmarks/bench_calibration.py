@@ -5,31 +5,31 @@ What is measured
 * **False-positive rate** at α = 0.05 of the electrolyte- vs void-adjacent surface test over *null*
   lamellae (``make_lamella(condition, seed, null=True)``: no Ni reduction at the NMC surface in contact with
   electrolyte; the interphase keeps its own reduced Ni), for ceimap's primary test (the one the summary reports:
-  paired t on per-particle band means, :func:`stats.inference.surface_electrolyte_vs_void`), beside the naive
-  pixel-level Welch t test (:func:`stats.inference.naive_pixel_test`: what a hurried analysis would publish)
-  and the secondary pixel-level mixed model (:func:`stats.inference.pixel_mixed_model`). Each rate has a
+  paired t on per-particle band means, :func:`ceimap.stats.inference.surface_electrolyte_vs_void`), beside the naive
+  pixel-level Welch t test (:func:`ceimap.stats.inference.naive_pixel_test`: what a hurried analysis would publish)
+  and the secondary pixel-level mixed model (:func:`ceimap.stats.inference.pixel_mixed_model`). Each rate has a
   Wilson 95 % confidence interval.
 * **Power** of the primary test at the paper's effect: the same conditions without ``null``. The paper states
   only that the difference is significant with a two-tailed p < 0.01 (its Figure S6); the generator's presets
   encode that effect as a per-particle e_g/t_2g decrease of 0.30 ± 0.05 at the contact that decays into the
-  particle as ``erfc(depth / 50–100 nm)`` (:mod:`segment.synthetic.conditions`).
+  particle as ``erfc(depth / 50–100 nm)`` (:mod:`ceimap.segment.synthetic.conditions`).
 * The same two rates with the surface bands started at fixed depths — the 1 % contamination distance
   2.326 σ_eff (the rule's conservative fallback) and the edge itself — and with the start derived from the
   bias of the band's shallowest pixels instead of the band mean's (``start_criterion="pixel"``, the
   session-3 rule), beside ceimap's default, the start derived from each lamella
-  (:func:`stats.regions.surface_start_from_data`: the smallest depth where the bias the probe's view of the
+  (:func:`ceimap.stats.regions.surface_start_from_data`: the smallest depth where the bias the probe's view of the
   interphase can put on the paired difference is ≤ k·SE). Next to electrolyte the probe also sees the
   interphase, whose Ni is reduced even in a null lamella, so bands too close to the edge differ without any
   NMC surface effect: the null rows are the check that the rule lets no contamination in.
-* **Bimodality rule** (:func:`stats.distributions.bimodality`): false-alarm rate on skewed *unimodal*
+* **Bimodality rule** (:func:`ceimap.stats.distributions.bimodality`): false-alarm rate on skewed *unimodal*
   per-particle samples (log-normal and gamma, 10–20 values like our lamellae, ≥ 200 draws each) and power on
   clearly bimodal samples, beside the rule a hurried analysis uses (a 2-component Gaussian mixture preferred by
   BIC, scikit-learn).
 
 The measurement chain is that of ceimap *except the segmentation*: the truth class and particle maps of each
 lamella are used (a perfect segmentation) with the e_g/t_2g map measured from its simulated Ni L-edge count
-stack — the stack shifted back by the truth drift (:func:`segment.align.apply_shifts`), converted to optical
-density (:func:`segment.stack.optical_density`), fitted per pixel (:func:`segment.spectra.egt2g_map`) and
+stack — the stack shifted back by the truth drift (:func:`ceimap.segment.align.apply_shifts`), converted to optical
+density (:func:`ceimap.segment.stack.optical_density`), fitted per pixel (:func:`ceimap.segment.spectra.egt2g_map`) and
 placed on the SEM grid with the truth registration matrix. So the calibration is of the statistics (regions,
 per-particle means, tests), not of segmentation or registration errors. The S L-edge stack is not simulated
 (it does not enter these tests; the Ni-L stack comes from its own random stream, so it is the same either way).
@@ -105,10 +105,10 @@ def measured_lamella(condition: str, seed: int, null: bool, cache_dir=None) -> d
         if os.path.exists(path):
             with np.load(path, allow_pickle=False) as z:
                 return {k: (z[k].item() if z[k].ndim == 0 else z[k]) for k in z.files}
-    from segment.align import apply_shifts
-    from segment.spectra import egt2g_map
-    from segment.stack import optical_density
-    from segment.synthetic import make_lamella, make_spec
+    from ceimap.segment.align import apply_shifts
+    from ceimap.segment.spectra import egt2g_map
+    from ceimap.segment.stack import optical_density
+    from ceimap.segment.synthetic import make_lamella, make_spec
 
     spec = make_spec(condition, seed, null=null)
     spec = replace(spec, edges=tuple(e for e in spec.edges if e.edge == "Ni-L"))
@@ -133,9 +133,9 @@ def surface_tests(lam: dict, surface_offset_nm: float | None = None, mixed_model
     """The electrolyte-vs-void tests of ceimap on a perfect segmentation (truth classes and particles): the
     primary particle-level test with its Wilcoxon companion, the naive pixel test, and (``mixed_model``) the
     secondary pixel mixed model."""
-    from stats.inference import naive_pixel_test, pixel_mixed_model, surface_electrolyte_vs_void
-    from stats.regions import contact_classes, pixel_table, stxm_regions
-    from stats.tables import particle_table
+    from ceimap.stats.inference import naive_pixel_test, pixel_mixed_model, surface_electrolyte_vs_void
+    from ceimap.stats.regions import contact_classes, pixel_table, stxm_regions
+    from ceimap.stats.tables import particle_table
 
     classes, particles, sem_px = lam["classes"], lam["particles"], lam["sem_pixel_nm"]
     ni_map = None
@@ -162,7 +162,7 @@ def surface_tests(lam: dict, surface_offset_nm: float | None = None, mixed_model
 
 def one_lamella(job: tuple) -> dict:
     """All tests of one simulated lamella: default regions (bands from the depth derived from the lamella,
-    :func:`stats.regions.surface_start_from_data`), and bands from fixed depths: the 1 % contamination
+    :func:`ceimap.stats.regions.surface_start_from_data`), and bands from fixed depths: the 1 % contamination
     distance 2.326 σ_eff (the rule's fallback) and the NMC edge; and the start derived from the bias of the
     band's shallowest pixels (``start_criterion="pixel"``, the session-3 rule)."""
     condition, seed, null, cache_dir = job
@@ -263,7 +263,7 @@ def bimodality_samples(kind: str, n_draws: int, seed: int) -> list[np.ndarray]:
 
 
 def bimodality_rates(kind: str, n_draws: int, seed: int) -> dict:
-    from stats.distributions import bimodality
+    from ceimap.stats.distributions import bimodality
 
     samples = bimodality_samples(kind, n_draws, seed)
     calls = np.array([bool(bimodality(x, n_boot=199, seed=seed + i)["bimodal"]) for i, x in enumerate(samples)])

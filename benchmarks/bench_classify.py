@@ -31,8 +31,8 @@ BASELINE = "skimage multiscale_basic_features + RF(50)"
 
 
 def _inputs():
-    from segment.io import read_annotations
-    from segment.spectra import egt2g_map, s_edge_map
+    from ceimap.segment.io import read_annotations
+    from ceimap.segment.spectra import egt2g_map, s_edge_map
 
     lam, _ = load_example("cycled_4p25v")
     od = {e: preprocessed("cycled_4p25v", e)["od"] for e in lam.stacks}
@@ -43,7 +43,7 @@ def _inputs():
 
 
 def _train(lam, od, regs, maps, ann):
-    from segment.classifier import PixelClassifier, default_spec, lamella_samples
+    from ceimap.segment.classifier import PixelClassifier, default_spec, lamella_samples
 
     spec = default_spec(od)
     return PixelClassifier(spec, [lamella_samples(lam.name, lam.sem, od, regs, ann, spec, **maps)])
@@ -81,11 +81,11 @@ def _skimage_predict(rf, image):
 def _f1_rows(lam, od, regs, maps, ann, clf) -> list[dict]:
     """Macro F1 of both on the 4.25 V lamella itself (truth of the generator), the trained-on image: the
     classifier's map (what is timed below), after the SEM boundary refinement ``ceimap run --model`` applies
-    (:func:`segment.classifier.refine_boundaries`, timed here on the lamella) and after the interphase is re-drawn
-    from the chemistry (:func:`segment.classifier.place_interphase`, timed likewise): the steps of
-    :func:`segment.pipeline.classify_with_model`."""
-    from segment.assign import split_empty
-    from segment.classifier import macro_f1, place_interphase, refine_boundaries
+    (:func:`ceimap.segment.classifier.refine_boundaries`, timed here on the lamella) and after the interphase is re-drawn
+    from the chemistry (:func:`ceimap.segment.classifier.place_interphase`, timed likewise): the steps of
+    :func:`ceimap.segment.pipeline.classify_with_model`."""
+    from ceimap.segment.assign import split_empty
+    from ceimap.segment.classifier import macro_f1, place_interphase, refine_boundaries
 
     _, truth = load_example("cycled_4p25v")
     classes, _, _ = clf.predict(lam.sem, od, regs, **maps)
@@ -115,7 +115,7 @@ def _f1_rows(lam, od, regs, maps, ann, clf) -> list[dict]:
 
 
 def run(quick: bool = False, sizes=None) -> list[dict]:
-    from segment.lamella import SemImage
+    from ceimap.segment.lamella import SemImage
 
     sizes = sizes or ((1024, 2048) if quick else (1024, 2048, 4096))
     log("classify: inputs of the 4.25 V example (alignment, registration, spectral fits: not timed)")

@@ -73,7 +73,7 @@ def name_clusters(clusters_sem: np.ndarray, truth: np.ndarray) -> np.ndarray:
 
 
 def _to_sem(label_stxm: np.ndarray, matrix: np.ndarray, shape) -> np.ndarray:
-    from segment.register import warp_to_sem
+    from ceimap.segment.register import warp_to_sem
 
     w = warp_to_sem(label_stxm.astype(float), matrix, shape, order=0, cval=np.nan)
     return np.where(np.isfinite(w), w, -1).astype(int)
@@ -128,7 +128,7 @@ def mantis_clusters(cube: np.ndarray) -> np.ndarray:
 
 
 def run(quick: bool = False) -> list[dict]:
-    from segment.assign import segment_lamella, to_reference_grid
+    from ceimap.segment.assign import segment_lamella, to_reference_grid
 
     rows = []
     collected: dict[str, list] = {}

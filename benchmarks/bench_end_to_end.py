@@ -1,20 +1,20 @@
 """End to end: ``ceimap run`` per example lamella with a per-step profile, and ``ceimap batch`` vs serial (issue 8).
 
 * **per lamella** — the ``ceimap run`` command on each example (wall time, the figure for the issue's target), and
-  :func:`stats.run.run_lamella` (what ``ceimap run`` calls) in this process, serially, with the wall and
+  :func:`ceimap.stats.run.run_lamella` (what ``ceimap run`` calls) in this process, serially, with the wall and
   CPU time of each step (alignment and OD of each stack, registration of each stack, spectral maps,
   chemistry/classification, particles, statistics, report, writing). The steps are timed by wrapping the stage
   functions where ``segment.pipeline`` and ``stats.run`` call them; nothing else changes. Baseline: the issue's
   target of 30 s per lamella on a 2-core machine.
 * **batch** — eight lamellae (the three examples repeated, each copy under its own name) by
-  :func:`stats.batch.run_batch` on a 2-worker LocalCluster, against the same batch on a 1-worker LocalCluster
+  :func:`ceimap.stats.batch.run_batch` on a 2-worker LocalCluster, against the same batch on a 1-worker LocalCluster
   (the scaling from one worker to two: same tasks, same one thread per task; target ≥ 1.7×) and against the eight
-  run one after the other in this process (:func:`stats.batch.run_one`: ``run_lamella`` with its own threads,
+  run one after the other in this process (:func:`ceimap.stats.batch.run_one`: ``run_lamella`` with its own threads,
   which already use part of the second core). Also the sum of the batch tasks' own durations over the batch's
   wall time (the speed-up at the load the batch itself met, since on a shared machine the phases, minutes apart,
   see different loads).
   ``--quick``: one lamella end to end, and the batch of eight on small synthetic lamellae (3 µm fields from
-  :mod:`segment.synthetic`, the 4.25 V and 4.7 V conditions alternating, seeds 11–18).
+  :mod:`ceimap.segment.synthetic`, the 4.25 V and 4.7 V conditions alternating, seeds 11–18).
   ``--batch-only`` (script only): just the batch rows.
 
 The load average (1 min) is printed with each measurement: on a shared machine, compare within one run.
@@ -54,9 +54,9 @@ def profile_run(manifest: str | Path, out: str | Path) -> tuple[dict, float, flo
     total_wall, total_cpu : float
         The whole run including reading the inputs.
     """
-    import segment.pipeline as pipeline
-    import stats.run as runmod
-    from segment.io import read_lamella
+    import ceimap.segment.pipeline as pipeline
+    import ceimap.stats.run as runmod
+    from ceimap.segment.io import read_lamella
 
     steps: dict = {}
     edge_of = {"current": ""}
@@ -107,7 +107,7 @@ def command_wall(manifest: str | Path, out: str | Path) -> float:
     import sys
 
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "stats.cli", "run", str(manifest), "--out", str(out), "--overwrite"],
+    subprocess.run([sys.executable, "-m", "ceimap.stats.cli", "run", str(manifest), "--out", str(out), "--overwrite"],
                    check=True, capture_output=True)
     return time.perf_counter() - t0
 
@@ -115,7 +115,7 @@ def command_wall(manifest: str | Path, out: str | Path) -> float:
 def _copies(folder: Path, n: int) -> list[Path]:
     """``n`` manifests cycling over the examples, each a copy of the example's manifest under its own name
     (input files referenced by absolute path)."""
-    import tomllib
+    from ceimap.segment.compat import tomllib
 
     manifests = []
     for i in range(n):
@@ -139,7 +139,7 @@ def _copies(folder: Path, n: int) -> list[Path]:
 
 def _synthetic(folder: Path, n: int) -> list[Path]:
     """``n`` small synthetic lamellae (3 µm × 3 µm fields, four particles)."""
-    from segment.synthetic import make_lamella, make_spec, write_lamella
+    from ceimap.segment.synthetic import make_lamella, make_spec, write_lamella
 
     manifests = []
     for i in range(n):
@@ -151,7 +151,7 @@ def _synthetic(folder: Path, n: int) -> list[Path]:
 
 
 def run(quick: bool = False, batch_only: bool = False) -> list[dict]:
-    from stats.batch import run_batch, run_one
+    from ceimap.stats.batch import run_batch, run_one
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="ceimap-e2e-") as tmp:

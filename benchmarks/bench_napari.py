@@ -34,10 +34,10 @@ def _upsampled_lamella(n: int):
     """``(maps, annotations_without_one_stroke, annotations)`` of the 4.25 V example upsampled to an n² SEM."""
     from scipy import ndimage
 
-    from segment.io import read_annotations
-    from segment.lamella import SemImage
-    from segment.register import Registration
-    from segment.spectra import egt2g_map, s_edge_map
+    from ceimap.segment.io import read_annotations
+    from ceimap.segment.lamella import SemImage
+    from ceimap.segment.register import Registration
+    from ceimap.segment.spectra import egt2g_map, s_edge_map
 
     lam, _ = load_example("cycled_4p25v")
     od = {e: preprocessed("cycled_4p25v", e)["od"] for e in lam.stacks}
@@ -60,7 +60,7 @@ def _upsampled_lamella(n: int):
 
 
 def run(quick: bool = False) -> list[dict]:
-    from napari_plugin import _actions as act
+    from ceimap.napari_plugin import _actions as act
 
     n = 1024 if quick else 2048
     log(f"napari: upsampling the 4.25 V example to a {n}² SEM")

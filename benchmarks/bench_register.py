@@ -37,7 +37,7 @@ CROP_FRACTION = 0.25
 
 def corner_error_nm(matrix: np.ndarray, true_matrix: np.ndarray, stxm_shape, sem_pixel_nm: float) -> float:
     """Mean distance (nm on the SEM) of the STXM field's four corners mapped by ``matrix`` vs the truth."""
-    from segment.register import transform_points
+    from ceimap.segment.register import transform_points
 
     ny, nx = stxm_shape
     corners = np.array([[-0.5, -0.5], [nx - 0.5, -0.5], [-0.5, ny - 0.5], [nx - 0.5, ny - 0.5]])
@@ -50,7 +50,7 @@ def sitk_default(moving: np.ndarray, moving_px_nm: float, fixed: np.ndarray, fix
     """Plain SimpleITK Mattes-MI similarity registration; returns the STXM px → SEM px matrix."""
     import SimpleITK as sitk
 
-    from segment.register import _itk_to_matrix
+    from ceimap.segment.register import _itk_to_matrix
 
     def image(a, px):
         img = sitk.GetImageFromArray(np.ascontiguousarray(np.nan_to_num(a, nan=float(np.nanmedian(a))),
@@ -92,7 +92,7 @@ def _off_centre(case: str, od, m_true: np.ndarray, sem_img: np.ndarray, sem_px: 
     """The same registration with the SEM cropped by :data:`CROP_FRACTION` at the bottom and right: the
     STXM field is then off the SEM centre (and partly outside it), as when the SEM was taken wider or
     elsewhere. The true matrix is unchanged (the crop keeps the SEM origin)."""
-    from segment.register import contrast_image, register_stxm_to_sem
+    from ceimap.segment.register import contrast_image, register_stxm_to_sem
 
     ny, nx = sem_img.shape
     sem_c = sem_img[: int(round(ny * (1 - CROP_FRACTION))), : int(round(nx * (1 - CROP_FRACTION)))]

@@ -1,9 +1,9 @@
 """Time and peak memory of the large-image classification against SEM size (issue 8).
 
 Case: the trained pixel classifier (random forest, default parameters, trained on the annotations of the
-``cycled_4p25v`` example) classifies an SEM of N² pixels tile by tile (:func:`segment.tiles.classify_tiled`,
+``cycled_4p25v`` example) classifies an SEM of N² pixels tile by tile (:func:`ceimap.segment.tiles.classify_tiled`,
 1024² feature tiles), streams the class probabilities into a tiled TIFF and writes ``classes.tif`` and the
-entropy map (:func:`stats.outputs.write_tiff`, tiled above 4096²). The N² SEM is the example's SEM (798×812,
+entropy map (:func:`ceimap.stats.outputs.write_tiff`, tiled above 4096²). The N² SEM is the example's SEM (798×812,
 9.05 nm pixels) mirrored to N×N (``numpy.pad(mode="symmetric")``); the example's STXM field and registration
 stay as they are, so the spectral features cover its ~7 µm field and are absent elsewhere (as on a mosaic
 larger than the STXM field). Every size runs in a fresh process, so each peak resident memory (``ru_maxrss``)
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import REPO, load_example, log, row, timed
+from _common import load_example, log, row, timed
 
 BENCH = "scale"
 TRAIN_EXAMPLE = "cycled_4p25v"
@@ -35,9 +35,9 @@ QUICK_SIZES = (1024, 2048)
 
 def _prepare(folder: Path) -> None:
     """Train the classifier and save what the size runs need: model file, OD stacks, registration matrices."""
-    from segment.classifier import PixelClassifier, default_spec, lamella_samples
-    from segment.io import read_annotations
-    from segment.pipeline import preprocess_lamella
+    from ceimap.segment.classifier import PixelClassifier, default_spec, lamella_samples
+    from ceimap.segment.io import read_annotations
+    from ceimap.segment.pipeline import preprocess_lamella
 
     lam, _ = load_example(TRAIN_EXAMPLE)
     labels = read_annotations(lam.annotations_path, lam.sem.image.shape)
@@ -70,11 +70,11 @@ def measure(folder: str, size: int) -> dict:
 
     from threadpoolctl import threadpool_limits
 
-    from segment.classifier import PixelClassifier
-    from segment.register import Registration
-    from segment.stack import Stack
-    from segment.tiles import classify_tiled
-    from stats.outputs import write_tiff
+    from ceimap.segment.classifier import PixelClassifier
+    from ceimap.segment.register import Registration
+    from ceimap.segment.stack import Stack
+    from ceimap.segment.tiles import classify_tiled
+    from ceimap.stats.outputs import write_tiff
 
     folder = Path(folder)
     lam, _ = load_example(TRAIN_EXAMPLE)
@@ -118,8 +118,7 @@ def run(quick: bool = False) -> list[dict]:
         for size in sizes:
             code = ("import json, sys; sys.path.insert(0, %r); import bench_scale; "
                     "print(json.dumps(bench_scale.measure(%r, %d)))" % (str(Path(__file__).parent), tmp, size))
-            env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
-            proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+            proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
             if proc.returncode != 0:
                 log(f"scale {size}²: failed\n{proc.stderr[-2000:]}")
                 continue

@@ -8,7 +8,7 @@ whose name equals an existing layer's name updates that layer when napari adds i
 (:class:`FeatureCache`, :class:`LivePredictor`) keeps the lamella's classifier features and runs the
 coarse-to-fine re-prediction the classify widget shows after each annotation edit.
 
-World coordinates are nanometres on the SEM frame (see :mod:`napari_plugin._layers`). Shapes and Points drawn
+World coordinates are nanometres on the SEM frame (see :mod:`ceimap.napari_plugin._layers`). Shapes and Points drawn
 by the user are in world coordinates; :func:`world_to_stxm_pixels` and :func:`world_to_sem_pixels` bring them
 onto a stack's or the SEM's pixel grid.
 """
@@ -51,14 +51,14 @@ def is_sem_layer(layer) -> bool:
 
 
 def stack_from_layer(layer):
-    """The :class:`segment.stack.Stack` an STXM image layer shows.
+    """The :class:`ceimap.segment.stack.Stack` an STXM image layer shows.
 
     Raises
     ------
     LayerError
         When the layer holds no STXM stack (no energies in its metadata, not 3-D).
     """
-    from segment.stack import Stack
+    from ceimap.segment.stack import Stack
 
     if not is_stack_layer(layer):
         raise LayerError(f"layer {getattr(layer, 'name', '?')!r} is not an STXM stack "
@@ -75,8 +75,8 @@ def stack_from_layer(layer):
 
 
 def sem_from_layer(layer):
-    """The :class:`segment.lamella.SemImage` an SEM image layer shows."""
-    from segment.lamella import SemImage
+    """The :class:`ceimap.segment.lamella.SemImage` an SEM image layer shows."""
+    from ceimap.segment.lamella import SemImage
 
     if not is_sem_layer(layer):
         raise LayerError(f"layer {getattr(layer, 'name', '?')!r} is not an SEM image opened by ceimap "
@@ -87,14 +87,14 @@ def sem_from_layer(layer):
 
 
 def registration_from_layer(layer):
-    """The STXM → SEM :class:`segment.register.Registration` of a stack layer placed on the SEM frame.
+    """The STXM → SEM :class:`ceimap.segment.register.Registration` of a stack layer placed on the SEM frame.
 
     Raises
     ------
     LayerError
         When the layer is not registered onto an SEM frame.
     """
-    from segment.register import Registration
+    from ceimap.segment.register import Registration
 
     meta = _meta(layer)
     if "matrix_stxm_to_sem" not in meta:
@@ -168,9 +168,9 @@ def preprocess(layer, *, i0_region_world=None, align: bool = True) -> tuple:
         An STXM stack layer (counts or OD).
     i0_region_world : list of ndarray, optional
         Shapes (world coordinates) covering empty area: I0 is taken there. Default: the file's monitor, else
-        the empty region found automatically (:func:`segment.stack.find_i0`).
+        the empty region found automatically (:func:`ceimap.segment.stack.find_i0`).
     align : bool
-        Correct the drift between energy frames (:func:`segment.align.align_frames`).
+        Correct the drift between energy frames (:func:`ceimap.segment.align.align_frames`).
 
     Returns
     -------
@@ -178,8 +178,8 @@ def preprocess(layer, *, i0_region_world=None, align: bool = True) -> tuple:
         The aligned OD stack, named ``"<edge> OD aligned"``, placed like ``layer``; its metadata holds the
         drift shifts (``drift_px``) and the OD report.
     """
-    from segment.align import align_frames
-    from segment.stack import optical_density
+    from ceimap.segment.align import align_frames
+    from ceimap.segment.stack import optical_density
 
     stack = stack_from_layer(layer)
     region = None
@@ -193,7 +193,7 @@ def preprocess(layer, *, i0_region_world=None, align: bool = True) -> tuple:
     report = {"i0_source": "already optical density"}
     if stack.kind != "od":
         stack, report = optical_density(stack, region_mask=region)
-    from stats.run import compact_record
+    from ceimap.stats.run import compact_record
 
     edge = stack.edge or "STXM"
     return _placed_like(layer, stack, f"{edge} OD aligned",
@@ -213,8 +213,8 @@ def register(layer, sem_layer, *, stxm_points_world=None, sem_points_world=None,
         The SEM image layer.
     stxm_points_world, sem_points_world : ndarray (n, >= 2), optional
         Landmarks: the same features clicked on the stack layer (as currently displayed) and on the SEM, in
-        order. Given both → :func:`segment.register.matrix_from_landmarks`; else automatic
-        (:func:`segment.register.register_stxm_to_sem` on :func:`segment.register.contrast_image`).
+        order. Given both → :func:`ceimap.segment.register.matrix_from_landmarks`; else automatic
+        (:func:`ceimap.segment.register.register_stxm_to_sem` on :func:`ceimap.segment.register.contrast_image`).
     kind : {"similarity", "affine"}
         Landmark transform.
 
@@ -223,7 +223,7 @@ def register(layer, sem_layer, *, stxm_points_world=None, sem_points_world=None,
     LayerData tuple
         The same layer (same name: napari updates it in place) with its new affine and matrix.
     """
-    from segment.register import (Registration, contrast_image, matrix_from_landmarks,
+    from ceimap.segment.register import (Registration, contrast_image, matrix_from_landmarks,
                                   register_stxm_to_sem)
 
     stack = stack_from_layer(layer)
@@ -269,7 +269,7 @@ def decompose(layer, *, method: str = "pca", n_components: int | None = None,
         ``"<edge> clusters"`` (Labels, 1-based). The component spectra and energies are in the metadata
         (``components``, ``energies_ev``) for plotting.
     """
-    from segment import decompose as dec
+    from ceimap.segment import decompose as dec
 
     stack = stack_from_layer(layer)
     if stack.kind != "od":
@@ -327,10 +327,10 @@ def lamella_maps(sem_layer, stack_layers) -> dict:
         ``sem`` (SemImage), ``od_stacks`` and ``registrations`` (by edge), ``egt2g`` and ``s_edge`` (maps on the
         native grids, None without that edge).
     """
-    from segment.errors import CeimapInputError
-    from segment.lamella import Lamella, check_lamella
-    from segment.pipeline import NI_EDGE, S_EDGE
-    from segment.spectra import egt2g_map, s_edge_map
+    from ceimap.segment.errors import CeimapInputError
+    from ceimap.segment.lamella import Lamella, check_lamella
+    from ceimap.segment.pipeline import NI_EDGE, S_EDGE
+    from ceimap.segment.spectra import egt2g_map, s_edge_map
 
     sem = sem_from_layer(sem_layer)
     stacks, registrations = _stack_layers_by_edge(stack_layers)
@@ -344,7 +344,7 @@ def lamella_maps(sem_layer, stack_layers) -> dict:
 
 
 def train(maps: dict, annotations, *, estimator: str = "random_forest", seed: int = 0, name: str = "napari"):
-    """Train a pixel classifier on the annotation strokes of one lamella (:mod:`segment.classifier`).
+    """Train a pixel classifier on the annotation strokes of one lamella (:mod:`ceimap.segment.classifier`).
 
     Parameters
     ----------
@@ -353,7 +353,7 @@ def train(maps: dict, annotations, *, estimator: str = "random_forest", seed: in
     annotations : ndarray, SEM shape
         Class codes 1–4 where annotated, 0 elsewhere (a Labels layer's data).
     """
-    from segment.classifier import PixelClassifier, default_spec, lamella_samples
+    from ceimap.segment.classifier import PixelClassifier, default_spec, lamella_samples
 
     labels = _check_annotations(annotations, np.shape(maps["sem"].image))
     spec = default_spec(maps["od_stacks"])
@@ -408,7 +408,7 @@ def visible_region(shape_yx, corner_min_world, corner_max_world, pixel_size_nm: 
 
 
 def pipeline_result(sem_layer, stack_layers, *, classes=None, particles=None, name: str = "napari"):
-    """A :class:`segment.pipeline.PipelineResult` from the viewer's layers (what :func:`measure` and
+    """A :class:`ceimap.segment.pipeline.PipelineResult` from the viewer's layers (what :func:`measure` and
     :func:`export_run` analyse).
 
     Parameters
@@ -419,14 +419,14 @@ def pipeline_result(sem_layer, stack_layers, *, classes=None, particles=None, na
         Aligned OD stack layers registered onto the SEM (one per edge; Ni-L required).
     classes : ndarray, optional
         Class map on the SEM grid (e.g. the user's edited Labels). When None the unsupervised segmentation
-        runs (:func:`segment.assign.segment_lamella`).
+        runs (:func:`ceimap.segment.assign.segment_lamella`).
     particles : ndarray, optional
-        Particle ids; labelled from ``classes`` when None (:func:`segment.particles.label_particles`).
+        Particle ids; labelled from ``classes`` when None (:func:`ceimap.segment.particles.label_particles`).
     """
-    from segment.assign import segment_lamella
-    from segment.lamella import Lamella
-    from segment.particles import label_particles
-    from segment.pipeline import NI_EDGE, PipelineResult
+    from ceimap.segment.assign import segment_lamella
+    from ceimap.segment.lamella import Lamella
+    from ceimap.segment.particles import label_particles
+    from ceimap.segment.pipeline import NI_EDGE, PipelineResult
 
     maps = lamella_maps(sem_layer, stack_layers)
     sem, stacks, registrations = maps["sem"], maps["od_stacks"], maps["registrations"]
@@ -467,7 +467,7 @@ def segment(sem_layer, stack_layers) -> list[tuple]:
     list of LayerData tuples
         ``classes`` (Labels, editable), ``particles`` (Labels), ``e_g/t_2g`` (image).
     """
-    from stats.run import egt2g_on_sem
+    from ceimap.stats.run import egt2g_on_sem
 
     result = pipeline_result(sem_layer, stack_layers)
     p = result.lamella.sem.pixel_size_nm
@@ -476,7 +476,7 @@ def segment(sem_layer, stack_layers) -> list[tuple]:
 
 
 def measure(sem_layer, stack_layers, classes, particles=None):
-    """Statistics of the current class map (:func:`stats.run.analyse_result`).
+    """Statistics of the current class map (:func:`ceimap.stats.run.analyse_result`).
 
     Returns
     -------
@@ -484,7 +484,7 @@ def measure(sem_layer, stack_layers, classes, particles=None):
     analysis : stats.analysis.Analysis
         ``analysis.summary`` (CONTRACT keys), ``analysis.particles`` (the per-particle table) …
     """
-    from stats.run import analyse_result
+    from ceimap.stats.run import analyse_result
 
     result = pipeline_result(sem_layer, stack_layers, classes=classes, particles=particles)
     return result, analyse_result(result)
@@ -498,8 +498,8 @@ def export_run(out_dir, sem_layer, stack_layers, classes, particles=None, *, ove
     Path
         The ``report.html`` written.
     """
-    from stats.outputs import AtomicFolder, check_output_folder, provenance
-    from stats.run import write_results
+    from ceimap.stats.outputs import AtomicFolder, check_output_folder, provenance
+    from ceimap.stats.run import write_results
 
     out = Path(out_dir)
     result, analysis = measure(sem_layer, stack_layers, classes, particles)
@@ -576,7 +576,7 @@ def feature_key(spec, sem_image, pixel_size_nm: float, maps: dict, matrices: dic
 class FeatureCache:
     """The classifier's feature tiles of one lamella, computed once (float32) and reused by every re-prediction.
 
-    Tiles are those of :func:`segment.features.iter_feature_tiles` with the same ``tile_px`` (each computed with
+    Tiles are those of :func:`ceimap.segment.features.iter_feature_tiles` with the same ``tile_px`` (each computed with
     its halo), so a cached value equals the one a fresh computation — or :meth:`PixelClassifier.predict` with
     that ``tile_px`` — gives. Tiles are computed on demand (the view first) and the least recently used are
     dropped above ``max_mb`` (large images: the cache holds the region being worked on).
@@ -586,7 +586,7 @@ class FeatureCache:
     sem : SemImage
     spec : FeatureSpec
     maps : dict
-        :func:`segment.features.spectral_maps` of the lamella for ``spec``.
+        :func:`ceimap.segment.features.spectral_maps` of the lamella for ``spec``.
     matrices : dict of str to ndarray (3, 3)
         STXM pixel → SEM pixel registration of each edge of ``spec``.
     tile_px : int
@@ -610,8 +610,8 @@ class FeatureCache:
     @classmethod
     def for_lamella(cls, maps: dict, spec=None, **kwargs) -> "FeatureCache":
         """The cache of the lamella described by :func:`lamella_maps` (default spec: the edges present)."""
-        from segment.classifier import default_spec
-        from segment.features import spectral_maps
+        from ceimap.segment.classifier import default_spec
+        from ceimap.segment.features import spectral_maps
 
         spec = spec or default_spec(maps["od_stacks"])
         spectral = spectral_maps(maps["od_stacks"], spec, egt2g=maps["egt2g"], s_edge=maps["s_edge"])
@@ -642,7 +642,7 @@ class FeatureCache:
         """Compute the missing tiles among ``tile_ids`` (a generator: yields a progress message per tile)."""
         import time
 
-        from segment.features import iter_feature_tiles
+        from ceimap.segment.features import iter_feature_tiles
 
         missing = [tid for tid in dict.fromkeys(tile_ids) if tid not in self.tiles]
         if not missing:
@@ -694,7 +694,7 @@ class FeatureCache:
         return out
 
     def at(self, mask) -> np.ndarray:
-        """Features of the pixels where ``mask`` is True, row-major order (as :func:`segment.features.features_at`)."""
+        """Features of the pixels where ``mask`` is True, row-major order (as :func:`ceimap.segment.features.features_at`)."""
         yy, xx = np.nonzero(np.asarray(mask, bool))
         out = np.empty((yy.size, self.n_features), np.float32)
         t = self.tile_px
@@ -707,9 +707,9 @@ class FeatureCache:
 
 
 def samples_from_cache(cache: FeatureCache, maps: dict, annotations, name: str = "napari"):
-    """:class:`segment.classifier.TrainingSamples` of the annotated pixels, their features read from the cache
-    (equal to :func:`segment.classifier.lamella_samples` with the cache's ``tile_px``)."""
-    from segment.classifier import TrainingSamples
+    """:class:`ceimap.segment.classifier.TrainingSamples` of the annotated pixels, their features read from the cache
+    (equal to :func:`ceimap.segment.classifier.lamella_samples` with the cache's ``tile_px``)."""
+    from ceimap.segment.classifier import TrainingSamples
 
     labels = _check_annotations(annotations, cache.shape)
     mask = labels > 0
@@ -728,7 +728,7 @@ def preview_classifier(samples, spec, *, estimator: str = "random_forest", seed:
     annotated pixels drawn evenly from the classes (all of a class with fewer)."""
     from dataclasses import replace
 
-    from segment.classifier import PixelClassifier
+    from ceimap.segment.classifier import PixelClassifier
 
     labels = samples.labels
     present = np.unique(labels)
@@ -760,7 +760,7 @@ def _lattice(region, step: int):
 
 def _entropy(p: np.ndarray, trained) -> np.ndarray:
     """Normalised entropy over the trained classes of probability rows (n, 4) — as PixelClassifier.predict."""
-    from segment.classifier import entropy_map
+    from ceimap.segment.classifier import entropy_map
 
     return entropy_map(p[..., [int(c) - 1 for c in trained]], axis=-1)
 
@@ -857,7 +857,7 @@ class LivePredictor:
             whole image: classes and entropy equal :meth:`PixelClassifier.predict` with the cache's
             ``tile_px``). A run stops silently (between chunks) when a newer generation starts.
         """
-        from segment.classifier import PixelClassifier
+        from ceimap.segment.classifier import PixelClassifier
 
         token = self.edit()
 

@@ -87,7 +87,7 @@ def world_matrix_of_stack_meta(meta: dict) -> np.ndarray:
 
 
 def sem_layer(sem, name: str = "SEM") -> tuple:
-    """Image layer data of a :class:`segment.lamella.SemImage`, scaled to nm."""
+    """Image layer data of a :class:`ceimap.segment.lamella.SemImage`, scaled to nm."""
     p = float(sem.pixel_size_nm)
     return (np.asarray(sem.image), {
         "name": name, "scale": (p, p), "units": ("nm", "nm"), "colormap": "gray",
@@ -99,12 +99,12 @@ def sem_layer(sem, name: str = "SEM") -> tuple:
 
 def stack_layer(stack, *, matrix=None, sem_pixel_nm: float | None = None, name: str | None = None,
                 registration: str | None = None) -> tuple:
-    """Image layer data of a :class:`segment.stack.Stack` with an energy slider.
+    """Image layer data of a :class:`ceimap.segment.stack.Stack` with an energy slider.
 
     Parameters
     ----------
     stack : Stack
-        Counts or OD; shown as it is (convert with :func:`segment.stack.optical_density` first for OD).
+        Counts or OD; shown as it is (convert with :func:`ceimap.segment.stack.optical_density` first for OD).
     matrix : array_like (3, 3), optional
         Registration STXM pixel → SEM pixel. With ``sem_pixel_nm`` the layer is placed on the SEM frame
         by an affine; without, it is placed by its own pixel size and stage origin (nm).

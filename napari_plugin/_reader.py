@@ -113,14 +113,14 @@ def get_reader(path):
     if ext == ".ncb":
         return read_stack_layers if p.with_suffix(".dat").is_file() else None
     if ext in (".tif", ".tiff"):
-        from segment.io.tiffstack import energy_sidecar
+        from ceimap.segment.io.tiffstack import energy_sidecar
 
         return read_stack_layers if energy_sidecar(p) is not None else None
     return None
 
 
 def _is_lamella_manifest(path: Path) -> bool:
-    import tomllib
+    from ceimap.segment.compat import tomllib
 
     try:
         with open(path, "rb") as f:
@@ -134,8 +134,8 @@ def _to_od(stack):
     """OD of a counts stack (automatic I0); the counts themselves, with a warning, when that fails."""
     if stack.kind == "od":
         return stack
-    from segment.errors import CeimapInputError
-    from segment.stack import optical_density
+    from ceimap.segment.errors import CeimapInputError
+    from ceimap.segment.stack import optical_density
 
     try:
         od, _ = optical_density(stack)
@@ -147,7 +147,7 @@ def _to_od(stack):
 
 def read_stack_layers(path) -> list[tuple]:
     """One STXM stack as an OD image layer with an energy slider, placed by its pixel size (nm)."""
-    from segment.io import read_stack
+    from ceimap.segment.io import read_stack
 
     p = _single_path(path)
     stack = _to_od(read_stack(p))
@@ -157,10 +157,10 @@ def read_stack_layers(path) -> list[tuple]:
 def _register(od, sem):
     """Registration matrix STXM → SEM and how it was found (automatic, else pixel sizes only).
 
-    The same call as the pipeline (:func:`segment.register.register_stxm_to_sem` on
-    :func:`segment.register.contrast_image`), on the stack as read (frames not drift-corrected).
+    The same call as the pipeline (:func:`ceimap.segment.register.register_stxm_to_sem` on
+    :func:`ceimap.segment.register.contrast_image`), on the stack as read (frames not drift-corrected).
     """
-    from segment import register
+    from ceimap.segment import register
 
     if hasattr(register, "register_stxm_to_sem"):
         try:
@@ -175,7 +175,7 @@ def _register(od, sem):
 
 def lamella_layers(lamella, matrices: dict | None = None, registration: str | None = None,
                    register: bool = True) -> list[tuple]:
-    """Layers of a :class:`segment.lamella.Lamella`: SEM, one OD stack per edge on the SEM frame, annotations.
+    """Layers of a :class:`ceimap.segment.lamella.Lamella`: SEM, one OD stack per edge on the SEM frame, annotations.
 
     Parameters
     ----------
@@ -186,10 +186,10 @@ def lamella_layers(lamella, matrices: dict | None = None, registration: str | No
     registration : str, optional
         How ``matrices`` were obtained (kept in the layer metadata).
     register : bool
-        Register edges without a given matrix with :func:`segment.register.register_stxm_to_sem`.
+        Register edges without a given matrix with :func:`ceimap.segment.register.register_stxm_to_sem`.
     """
-    from segment.io import read_annotations
-    from segment.register import similarity_matrix
+    from ceimap.segment.io import read_annotations
+    from ceimap.segment.register import similarity_matrix
 
     sem = lamella.sem
     prefix = f"{lamella.name}: " if lamella.name else ""
@@ -213,7 +213,7 @@ def lamella_layers(lamella, matrices: dict | None = None, registration: str | No
 
 def read_lamella_layers(path, register: bool = True) -> list[tuple]:
     """A ``LAMELLA.toml`` (or a folder holding one) as napari layers (see :func:`lamella_layers`)."""
-    from segment.io import read_lamella
+    from ceimap.segment.io import read_lamella
 
     p = _single_path(path)
     if p.is_dir():
@@ -223,7 +223,7 @@ def read_lamella_layers(path, register: bool = True) -> list[tuple]:
 
 def read_run_folder(path) -> list[tuple]:
     """A ``ceimap run`` output folder: SEM, e_g/t_2g map, classes and particles, on the SEM grid in nm."""
-    from segment.io.tiff import read_tiff_image
+    from ceimap.segment.io.tiff import read_tiff_image
 
     p = _single_path(path)
     pixel_nm = None
@@ -246,7 +246,7 @@ def read_run_folder(path) -> list[tuple]:
 
     sem = _read("sem.tif")
     if sem is not None:
-        from segment.lamella import SemImage
+        from ceimap.segment.lamella import SemImage
 
         layers.append(sem_layer(SemImage(sem.astype(np.float32), pixel_nm or 1.0, "summary.json",
                                          str(p / "sem.tif"))))

@@ -43,8 +43,8 @@ def example_layers(name: str) -> list[tuple]:
     """
     import tifffile
 
-    from segment.errors import CeimapInputError
-    from segment.io import read_lamella
+    from ceimap.segment.errors import CeimapInputError
+    from ceimap.segment.io import read_lamella
 
     from ._layers import classes_layer
     from ._reader import lamella_layers

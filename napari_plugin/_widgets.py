@@ -1,7 +1,7 @@
 """Docked widgets of the ceimap plugin: preprocess, register, decompose, segment, measure.
 
 Each widget is a magicgui ``Container`` made by a ``make_*_widget(viewer)`` factory (npe2 injects the viewer).
-It only gathers layers and options and runs a function of :mod:`napari_plugin._actions` (a library call, no
+It only gathers layers and options and runs a function of :mod:`ceimap.napari_plugin._actions` (a library call, no
 science here) in a napari worker thread, with a progress bar in the activity dock and a *Cancel* button; the
 result layers are added when the worker returns (a result named like an existing layer updates it). A failure
 is shown as a napari notification naming the problem; the viewer never blocks.
@@ -243,14 +243,14 @@ class SegmentWidget(_ActionWidget):
 class ClassifyWidget(_ActionWidget):
     """Train the pixel classifier on annotation strokes (a Labels layer, classes 1–4) and predict.
 
-    The features of the lamella are computed once and cached (:class:`napari_plugin._actions.FeatureCache`);
+    The features of the lamella are computed once and cached (:class:`ceimap.napari_plugin._actions.FeatureCache`);
     every *Train + predict* then refits on the annotated pixels alone and predicts coarse to fine
-    (:class:`napari_plugin._actions.LivePredictor`): a lattice of the region on screen matched to the canvas,
+    (:class:`ceimap.napari_plugin._actions.LivePredictor`): a lattice of the region on screen matched to the canvas,
     shown at once, then the view at full resolution, then the whole image, each replacing the ``prediction``
     layer. *Live* does this after each edit of the annotations (debounced); an edit makes the work still
     running stale, and it stops. The uncertainty layer (normalised entropy) shows where to annotate next.
     *Predict* applies the current (trained or loaded) model without refitting. Models are saved and loaded as
-    ceimap model files (pure data, :mod:`segment.classifier`).
+    ceimap model files (pure data, :mod:`ceimap.segment.classifier`).
     """
 
     title = "classify"
@@ -431,8 +431,8 @@ class ClassifyWidget(_ActionWidget):
         return path
 
     def load_model(self, _value=None):
-        from segment.classifier import PixelClassifier
-        from segment.errors import CeimapInputError
+        from ceimap.segment.classifier import PixelClassifier
+        from ceimap.segment.errors import CeimapInputError
 
         try:
             self.classifier = PixelClassifier.load(Path(self.model_path.value))

@@ -32,8 +32,8 @@ def write_classes(path: str, data, meta: dict) -> list[str]:
     CeimapInputError
         Not a 2-D integer image, or values outside 0–4.
     """
-    from segment.errors import CeimapInputError
-    from segment.io import write_sem_tiff
+    from ceimap.segment.errors import CeimapInputError
+    from ceimap.segment.io import write_sem_tiff
 
     img = np.asarray(data)
     if img.ndim != 2:

@@ -7,7 +7,30 @@ Modules in data-flow order: ``io`` (readers and writers), ``stack`` (I0, optical
 with ground truth).
 """
 
+from enum import IntEnum
+
 __version__ = "0.1.0"
 
-CLASS_CODES = {"outside": 0, "nmc": 1, "interphase": 2, "electrolyte": 3, "void": 4}
-"""Class codes used everywhere (maps, annotations, models, tables)."""
+
+class Class(IntEnum):
+    """Class codes used everywhere (maps, annotations, models, tables); ``ceimap.Class``.
+
+    In an annotation image ``0`` (``OUTSIDE``) means "not annotated".
+
+    Examples
+    --------
+    >>> Class.INTERPHASE == 2
+    True
+    >>> Class(4).name
+    'VOID'
+    """
+
+    OUTSIDE = 0
+    NMC = 1
+    INTERPHASE = 2
+    ELECTROLYTE = 3
+    VOID = 4
+
+
+CLASS_CODES = {c.name.lower(): int(c) for c in Class}
+"""The class codes by lower-case name: ``{"outside": 0, "nmc": 1, "interphase": 2, "electrolyte": 3, "void": 4}``."""

@@ -34,7 +34,7 @@ ceimap names the classes itself, from spectral signatures and physics, without a
    (:func:`skimage.feature.multiscale_basic_features`: smooth NMC, porous electrolyte, dark voids) is
    trained on SEM pixels whose chemistry is confident and far from STXM class boundaries
    (self-training); its probabilities are multiplied by the upsampled chemistry fractions
-   (:func:`segment.register.warp_to_sem`) as a floored prior; NMC and empty boundaries are then snapped to
+   (:func:`ceimap.segment.register.warp_to_sem`) as a floored prior; NMC and empty boundaries are then snapped to
    the SEM contrast with local thresholds (:func:`refine_nmc_boundaries`, :func:`refine_empty_boundaries`;
    thin dark pieces enclosed by NMC, and gaps between NMC on both sides no wider than a crack, are
    cracks → void; :func:`mark_cracks`); electrolyte-grey rims thinner than the resolution between NMC and
@@ -321,7 +321,7 @@ def edge_signature(energies_ev: np.ndarray, od: np.ndarray, edge: str | None,
         Spectra.
     edge : str or None
         Edge name (``"Ni-L"``, ``"S-L"`` …) for the windows (pre-edge below onset − 4.5 eV, resonance
-        onset ± 4 eV, onsets from :data:`segment.edges.EDGES`).
+        onset ± 4 eV, onsets from :data:`ceimap.segment.edges.EDGES`).
     sigma0 : float or ndarray (n_energy,), optional
         OD noise at zero OD; with it the result also holds signal-to-noise ratios.
 
@@ -520,7 +520,7 @@ def split_empty(empty: np.ndarray, pixel_size_nm: float, *, lamella_edge_nm: flo
 def _per_edge(function, edges: list) -> dict:
     """``{edge: function(edge)}``, the edges in threads of their own (independent whole-array numpy / ndimage
     work, which releases the GIL: 1.0 s of the 3.6 s chemistry of a two-edge lamella; one thread in a batch
-    worker, :func:`segment.workers.thread_count`); the same values as a loop."""
+    worker, :func:`ceimap.segment.workers.thread_count`); the same values as a loop."""
     n_threads = min(len(edges), thread_count())
     if n_threads < 2:
         return {e: function(e) for e in edges}

@@ -1,6 +1,6 @@
 """Supervised pixel classifier: train on a few annotation strokes, apply to other lamellae.
 
-Training samples are the feature vectors (:mod:`segment.features`) of the annotated SEM pixels
+Training samples are the feature vectors (:mod:`ceimap.segment.features`) of the annotated SEM pixels
 (class codes 1 NMC, 2 interphase, 3 electrolyte, 4 void; 0 = not annotated) of one or many lamellae.
 The classifier is a class-balanced random forest (default) or histogram gradient boosting
 (``estimator="hist_gradient_boosting"``) — the forest was chosen by measurement: trained on the 4.25 V
@@ -17,7 +17,7 @@ entropy of the probabilities: 0 certain, 1 all classes equally likely), which sh
 :func:`leave_one_lamella_out` reports how well a model trained on the other lamellae classifies each lamella's
 annotations. :func:`refine_boundaries` re-decides the map's NMC and void boundaries on the SEM and
 :func:`place_interphase` re-draws its interphase where the STXM chemistry measured it (what ``ceimap run --model``
-applies, :func:`segment.pipeline.classify_with_model`).
+applies, :func:`ceimap.segment.pipeline.classify_with_model`).
 
 **Model files are pure data.** Loading a model never unpickles, imports or executes anything from the
 file and trusts no object graph: the file is a NumPy ``.npz`` archive read with ``allow_pickle=False``
@@ -28,7 +28,7 @@ the features were computed from, package versions, the validation figures) plus 
 The forest is refitted from that data on load, deterministically (fixed seed; identical predictions to
 the model that was saved). A model that fails any check — not an ``.npz``, an object array, missing or
 extra entries, a wrong format or feature-spec version, a hash that does not match (corruption or a hand
-edit) — is refused with :class:`~segment.errors.CeimapInputError` naming the file. The hash guards
+edit) — is refused with :class:`~ceimap.segment.errors.CeimapInputError` naming the file. The hash guards
 integrity, not authorship: safety comes from the file holding nothing but numbers and JSON.
 """
 
@@ -129,7 +129,7 @@ def lamella_samples(name: str, sem, od_stacks: dict, registrations: dict, annota
     spec : FeatureSpec, optional
         Default :class:`FeatureSpec` restricted to the edges present.
     egt2g, s_edge : optional
-        Precomputed spectral maps (see :func:`segment.features.spectral_maps`).
+        Precomputed spectral maps (see :func:`ceimap.segment.features.spectral_maps`).
 
     Returns
     -------
@@ -314,9 +314,9 @@ class PixelClassifier:
 
         The forest runs on a lattice and near class changes (:meth:`predict_proba_tile`), and the features are
         computed for those pixels only, and only the columns its trees split on
-        (:func:`segment.features.tile_sampler`; the full-resolution filters of each tile once, the pyramid scales
+        (:func:`ceimap.segment.features.tile_sampler`; the full-resolution filters of each tile once, the pyramid scales
         and spectral maps at the pixels): the probabilities equal those of :meth:`predict_proba_tile` on whole
-        feature tiles (:func:`segment.features.feature_tile`) exactly.
+        feature tiles (:func:`ceimap.segment.features.feature_tile`) exactly.
 
         Parameters
         ----------
@@ -391,7 +391,7 @@ class PixelClassifier:
 
     def _lattice_proba(self, shape, at, lattice_px: int, origin) -> np.ndarray:
         """:meth:`predict_proba_tile` with the features of a tile given as ``at(rows, columns)`` → (n, n_features)
-        (:func:`segment.features.tile_sampler`, or indexing of a computed feature tile)."""
+        (:func:`ceimap.segment.features.tile_sampler`, or indexing of a computed feature tile)."""
         h, w = shape
         k = int(lattice_px)
         if k <= 1 or h < 2 * k or w < 2 * k:
@@ -531,7 +531,8 @@ class PixelClassifier:
 
     def describe(self) -> dict:
         """What a run records about the model it used (file, hash, estimator, feature spec, lamellae)."""
-        return {"file": None if self.source is None else Path(self.source).name, "path": self.source,
+        return {"file": None if self.source is None else Path(self.source).name,
+                "path": None if self.source is None else str(Path(self.source).resolve()),
                 "sha256": self.sha256, "file_sha256": self.file_sha256, "estimator": self.estimator,
                 "params": self.params, "seed": self.seed, "feature_spec": self.spec.to_dict(), "trained_on": [lam["name"] for lam in self.lamellae],
                 "n_samples": int(self.labels.size), "validation": self.validation}
@@ -539,9 +540,9 @@ class PixelClassifier:
 
 PSF_FWHM_NM = 50.0
 """STXM probe width assumed by :func:`refine_boundaries` and :func:`place_interphase` (the default of
-:func:`segment.assign.segment_lamella`)."""
+:func:`ceimap.segment.assign.segment_lamella`)."""
 INTERPHASE_MAX_NM = 400.0
-"""Thickest interphase expected by :func:`place_interphase` (the default of :func:`segment.assign.segment_lamella`)."""
+"""Thickest interphase expected by :func:`place_interphase` (the default of :func:`ceimap.segment.assign.segment_lamella`)."""
 
 
 def refine_boundaries(classes: np.ndarray, sem_image: np.ndarray, pixel_size_nm: float, stxm_pixel_nm: float,
@@ -552,7 +553,7 @@ def refine_boundaries(classes: np.ndarray, sem_image: np.ndarray, pixel_size_nm:
     pixels, so its boundaries are placed to within a few SEM pixels, and the bright edge the SEM draws along
     every solid/empty boundary reads as a rim of electrolyte; most of its errors lie there (73–92 % within
     1.5 pixels of a class boundary on the example lamellae). The project's SEM boundary refinement
-    (:mod:`segment.assign`: local-contrast NMC and empty boundaries within one STXM pixel plus the probe
+    (:mod:`ceimap.segment.assign`: local-contrast NMC and empty boundaries within one STXM pixel plus the probe
     width, thin rims resolved, NMC boundaries snapped to the midpoint of the levels met) uses levels measured
     on this image, so it applies to the classifier's map unchanged. Interphase is kept where the classifier
     put it and the refined map is still electrolyte-like (it is a chemical call, not an SEM one).
@@ -613,8 +614,8 @@ def place_interphase(classes: np.ndarray, od_stacks: dict, registrations: dict, 
     The interphase stage decides from S-edge-shift maps at 35–45 nm STXM pixels, so it finds the band but
     places its outer edge no better than a few SEM pixels (interphase F1 0.84 on the example lamellae after
     :func:`refine_boundaries`). The chemistry of the unsupervised path measures the interphase fraction of
-    each STXM pixel (:func:`segment.assign.classify_stxm`: detected against the null of the NMC and
-    electrolyte cores), and :func:`segment.assign.interphase_band` draws, on the electrolyte side of this
+    each STXM pixel (:func:`ceimap.segment.assign.classify_stxm`: detected against the null of the NMC and
+    electrolyte cores), and :func:`ceimap.segment.assign.interphase_band` draws, on the electrolyte side of this
     map's NMC, the band whose view through the STXM probe reproduces the measured amounts. Here:
 
     - the classifier still decides NMC, electrolyte-like matter and void; only electrolyte-like pixels are

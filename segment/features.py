@@ -18,20 +18,20 @@ pyramid of block means (σ ≈ 1–2 pixels of their block grid) and interpolate
 
 **Spectral features** from the STXM stacks, computed on each edge's native grid and warped onto the SEM
 grid through the registration (bilinear at each SEM pixel's STXM coordinates, as
-:func:`segment.register.warp_to_sem`; :func:`spectral_sources`), at the native resolution and
+:func:`ceimap.segment.register.warp_to_sem`; :func:`spectral_sources`), at the native resolution and
 smoothed over a neighbourhood given in nm. They are physical quantities normalised so that they mean the
 same on another lamella (other thickness, I0, beam time), never per-lamella decomposition scores whose
 basis changes from lamella to lamella:
 
 - ``ni_l3`` — Ni L3 resonance (OD above the extrapolated pre-edge baseline,
-  :func:`segment.assign.edge_signature`) divided by its 99th percentile over the field: ≈ 1 in bulk NMC,
+  :func:`ceimap.segment.assign.edge_signature`) divided by its 99th percentile over the field: ≈ 1 in bulk NMC,
   0 without Ni, whatever the lamella thickness;
 - ``ni_absorption`` — mean OD of the Ni-L stack (all matter absorbs there), same normalisation;
-- ``egt2g`` — the Ni L3 e_g/t_2g ratio (:func:`segment.spectra.egt2g_map`, intrinsic, 0 where invalid),
+- ``egt2g`` — the Ni L3 e_g/t_2g ratio (:func:`ceimap.segment.spectra.egt2g_map`, intrinsic, 0 where invalid),
   with ``egt2g_valid``; unlike the Ni resonance it is not changed by partial-volume mixing of NMC with
   Ni-free electrolyte;
 - ``s_jump`` — S L-edge resonance divided by its 99th percentile (≈ 1 in bulk electrolyte);
-- ``s_shift_ev`` — S 2p₃/₂ position (:func:`segment.spectra.s_edge_map`) minus the lamella's median
+- ``s_shift_ev`` — S 2p₃/₂ position (:func:`ceimap.segment.spectra.s_edge_map`) minus the lamella's median
   position, so energy-calibration offsets between beam times cancel (0 where invalid), with
   ``s_valid``. Invalid pixels are NaN while warping and smoothing (they never dilute their neighbours'
   values) and 0 on the SEM grid;
@@ -121,7 +121,7 @@ class FeatureSpec:
     spectral_scales_nm : tuple of float
         Smoothing of the spectral maps on their STXM grid before warping (0 = native).
     interphase_features : tuple of str
-        Features that tell interphase from electrolyte (see :mod:`segment.classifier`): by default the
+        Features that tell interphase from electrolyte (see :mod:`ceimap.segment.classifier`): by default the
         S L-edge shift (and where it could be measured), the interphase's chemical signature, which
         partial-volume mixing of NMC and electrolyte at STXM resolution cannot mimic (the Ni signal and the
         SEM neighbourhood can). Empty (all spectral features are used) when the S-L edge is not among
@@ -497,9 +497,9 @@ def spectral_maps(od_stacks: dict, spec: FeatureSpec, *, egt2g=None, s_edge=None
         Aligned OD stacks by edge; every edge of ``spec.edges`` must be present.
     spec : FeatureSpec
     egt2g : EgT2gMap, optional
-        Precomputed :func:`segment.spectra.egt2g_map` of the Ni-L stack (computed when omitted).
+        Precomputed :func:`ceimap.segment.spectra.egt2g_map` of the Ni-L stack (computed when omitted).
     s_edge : SEdgeMap, optional
-        Precomputed :func:`segment.spectra.s_edge_map` of the S-L stack (computed when omitted).
+        Precomputed :func:`ceimap.segment.spectra.s_edge_map` of the S-L stack (computed when omitted).
 
     Returns
     -------
@@ -625,7 +625,7 @@ def spectral_sources(maps: dict) -> dict:
     """Per edge, the spectral maps prepared for resampling onto SEM pixels (:func:`tile_sampler`, :func:`feature_tile`).
 
     Returns {edge: (column indices among the maps, NaN-filled maps (k, ny, nx) float64, NaN masks (k, ny, nx))};
-    NaNs are filled with the nearest finite value (as :func:`segment.register.warp_to_sem` does), once per image
+    NaNs are filled with the nearest finite value (as :func:`ceimap.segment.register.warp_to_sem` does), once per image
     instead of once per tile, and flagged so that they never bleed into their neighbours.
     """
     from .register import _fill_nan_nearest
@@ -644,7 +644,7 @@ def spectral_sources(maps: dict) -> dict:
 def _bilinear(stack: np.ndarray, sy: np.ndarray, sx: np.ndarray) -> np.ndarray:
     """Bilinear interpolation of every map of ``stack`` (k, ny, nx) at points (row ``sy``, column ``sx``),
     edge values held beyond the outer pixel centres (``scipy.ndimage.map_coordinates`` order 1, mode
-    "nearest", the interpolation :func:`segment.register.warp_to_sem` uses); shape (k, n)."""
+    "nearest", the interpolation :func:`ceimap.segment.register.warp_to_sem` uses); shape (k, n)."""
     from scipy import ndimage
 
     coords = np.stack([np.asarray(sy, float), np.asarray(sx, float)])
@@ -721,7 +721,7 @@ def tile_sampler(normalised: np.ndarray, slices: tuple, pixel_size_nm: float, sp
     pyramid scales are interpolated and the spectral maps resampled at the requested pixels only. The values
     equal :func:`feature_tile`'s at those pixels, bit for bit (same arithmetic, element by element): a
     classifier evaluated on a lattice of the tile and near class changes
-    (:meth:`segment.classifier.PixelClassifier.predict`) then pays for the features of those pixels only.
+    (:meth:`ceimap.segment.classifier.PixelClassifier.predict`) then pays for the features of those pixels only.
 
     Parameters
     ----------

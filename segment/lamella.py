@@ -67,8 +67,8 @@ EDGE_ENERGY_NEEDS = {
     "S-L": (161.4, 166.1, 10, "the S L-edge position fit (segment.spectra.s_edge_map)"),
 }
 """Per edge the pipeline analyses: the energy window (eV) and the fewest frames inside it its spectral fit
-needs — the default windows of :func:`segment.spectra.egt2g_map` (t_2g 850 − 5 to e_g 852 + 4 eV) and
-:func:`segment.spectra.s_edge_map` (163.9 − 2.5 to 163.9 + 2.2 eV); a test keeps them in step."""
+needs — the default windows of :func:`ceimap.segment.spectra.egt2g_map` (t_2g 850 − 5 to e_g 852 + 4 eV) and
+:func:`ceimap.segment.spectra.s_edge_map` (163.9 − 2.5 to 163.9 + 2.2 eV); a test keeps them in step."""
 
 MAX_FIELD_RATIO = 20.0
 """Largest ratio between the SEM and STXM field widths (either way) accepted: STXM and SEM image the same

@@ -102,9 +102,9 @@ def preprocess_stack(stack: Stack) -> tuple[Stack, dict, np.ndarray]:
 def register_checked(edge: str, od: Stack, stxm_path, sem, *, accept_unmatched: bool = False) -> Registration:
     """Register one edge's OD stack onto the SEM; refuse files that cannot be registered.
 
-    :func:`segment.register.register_stxm_to_sem` on :func:`segment.register.contrast_image`; a registration
+    :func:`ceimap.segment.register.register_stxm_to_sem` on :func:`ceimap.segment.register.contrast_image`; a registration
     that fails from every start, or that matches no better than chance
-    (:func:`segment.register.require_better_than_chance`: SEM and STXM of different places), is bad input.
+    (:func:`ceimap.segment.register.require_better_than_chance`: SEM and STXM of different places), is bad input.
 
     Parameters
     ----------
@@ -307,14 +307,14 @@ def classify_with_model(classifier, od_stacks: dict, registrations: dict, sem, *
     """Class map of a lamella from a trained pixel classifier.
 
     The classifier names classes 1–4; its NMC and void boundaries are then re-decided on the SEM as in the
-    unsupervised path (:func:`segment.classifier.refine_boundaries`), and its interphase is re-drawn where the
-    STXM chemistry measured it, as the unsupervised path draws it (:func:`segment.classifier.place_interphase`:
+    unsupervised path (:func:`ceimap.segment.classifier.refine_boundaries`), and its interphase is re-drawn where the
+    STXM chemistry measured it, as the unsupervised path draws it (:func:`ceimap.segment.classifier.place_interphase`:
     a band whose view through the probe reproduces the measured interphase fractions, in the pieces the
     classifier found interphase in, surfaces beyond the STXM field at the measured median thickness). Macro F1
     on the example lamellae, trained on the 4.25 V strokes (classifier map → + refinement → + interphase
     placement): 0.917 → 0.947 → 0.973 within, 0.888 → 0.939 → 0.962 at 4.7 V, 0.960 → 0.990 → 0.990 charged
     (0.00 % of it interphase); interphase F1 0.84 → 0.93 within, 0.83 → 0.91 at 4.7 V. Empty (void-class)
-    regions along the field border are outside the lamella (:func:`segment.assign.split_empty`).
+    regions along the field border are outside the lamella (:func:`ceimap.segment.assign.split_empty`).
 
     Returns
     -------
@@ -322,7 +322,7 @@ def classify_with_model(classifier, od_stacks: dict, registrations: dict, sem, *
         ``details`` hold ``method`` ("supervised pixel classifier"), ``model`` (file, sha256, feature spec …,
         see :meth:`PixelClassifier.describe`), ``entropy`` (normalised entropy map, SEM grid),
         ``boundary_refinement`` (the STXM pixel size it used and the fraction of pixels it changed) and
-        ``interphase_placement`` (:func:`segment.classifier.place_interphase`'s account: placed by the chemistry
+        ``interphase_placement`` (:func:`ceimap.segment.classifier.place_interphase`'s account: placed by the chemistry
         or left as the classifier put it, and why). The probabilities are the classifier's, except on the pixels
         whose class was refined or re-placed (a few %, at boundaries), where the probabilities of the class the
         forest chose and of the final class are swapped (so that the map's class is the most probable; the
@@ -330,8 +330,8 @@ def classify_with_model(classifier, od_stacks: dict, registrations: dict, sem, *
 
     Notes
     -----
-    An SEM image larger than :data:`segment.tiles.LARGE_SEM_PIXELS` is classified tile by tile
-    (:func:`segment.tiles.classify_tiled`): the classifier's classes and entropy are the same, but the
+    An SEM image larger than :data:`ceimap.segment.tiles.LARGE_SEM_PIXELS` is classified tile by tile
+    (:func:`ceimap.segment.tiles.classify_tiled`): the classifier's classes and entropy are the same, but the
     probability stack is not kept (``probabilities`` is None; ``details["tiled"]`` says so), which bounds the
     memory of an 8192² SEM; the boundary refinement is then done in tiles of :data:`REFINE_TILE_PX` with margins,
     and the interphase is left where the classifier put it (the chemistry placement works on the whole SEM grid:
@@ -398,7 +398,7 @@ def process_lamella(
     lamella : Lamella
         SEM image and STXM stacks (a Ni-L stack is required; S-L is used when present).
     model : path-like or PixelClassifier, optional
-        A trained pixel classifier (:mod:`segment.classifier`, written by ``ceimap train``): its prediction
+        A trained pixel classifier (:mod:`ceimap.segment.classifier`, written by ``ceimap train``): its prediction
         replaces the unsupervised class assignment; everything else is unchanged. A model file is loaded
         and checked (and checked against this lamella's edges, energies and pixel sizes) before any
         processing, so a wrong model fails fast.

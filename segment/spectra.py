@@ -481,7 +481,7 @@ def mean_spectra_by_label(od: Stack, labels_stxm: np.ndarray, mask: np.ndarray |
     od : Stack
         OD stack (n_energy, ny, nx).
     labels_stxm : ndarray of int (ny, nx)
-        Labels on the same STXM grid (e.g. from :func:`segment.register.labels_to_stxm`).
+        Labels on the same STXM grid (e.g. from :func:`ceimap.segment.register.labels_to_stxm`).
     mask : ndarray of bool (ny, nx), optional
         Pixels to use (default all; ``od.metadata["valid_region"]`` is not applied implicitly).
 

@@ -3,13 +3,13 @@
 An SEM mosaic of 8192² pixels has 67 M pixels; its full feature stack (~60 float32 features) would take
 16 GB and its class-probability stack 1.3 GB. Here the image is processed in bands of ``tile_px`` rows, each
 band in ``tile_px``-wide tiles whose features are computed with the filter bank's halo
-(:func:`segment.features.iter_feature_tiles`, equal to the untiled features), so memory is bounded by one
+(:func:`ceimap.segment.features.iter_feature_tiles`, equal to the untiled features), so memory is bounded by one
 band (plus the per-pixel outputs kept whole: uint8 classes and float32 entropy). The probability stack is
 never held: it is reduced to classes and entropy band by band and, when asked for, streamed into a tiled
 TIFF (:func:`write_tiled_tiff`) while the next band is computed.
 
-Only the public classifier API is used (``PixelClassifier.predict_proba_tile``, ``classes``, ``spec``; :func:`segment.features.spectral_maps`,
-:func:`segment.features.iter_feature_tiles`, :func:`segment.classifier.entropy_map`), each tile as
+Only the public classifier API is used (``PixelClassifier.predict_proba_tile``, ``classes``, ``spec``; :func:`ceimap.segment.features.spectral_maps`,
+:func:`ceimap.segment.features.iter_feature_tiles`, :func:`ceimap.segment.classifier.entropy_map`), each tile as
 :meth:`PixelClassifier.predict` treats it, so the result equals ``predict(..., tile_px=tile_px)``.
 """
 

@@ -1,6 +1,6 @@
 """Worker processes and threads: how many to use, and a pool of fresh processes.
 
-Kept apart from :mod:`segment.pipeline` so that a command can start its worker (which then imports the
+Kept apart from :mod:`ceimap.segment.pipeline` so that a command can start its worker (which then imports the
 pipeline) before it imports the heavy modules itself.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 
 def edge_workers(workers: int, n_edges: int) -> int:
-    """How many processes :func:`segment.pipeline.preprocess_lamella` runs its edges in: 1 (serial) unless it can do better.
+    """How many processes :func:`ceimap.segment.pipeline.preprocess_lamella` runs its edges in: 1 (serial) unless it can do better.
 
     Serial when one worker is asked for, when there is a single edge, or when this process is daemonic
     (a ``multiprocessing`` / dask worker process, which may not have children).

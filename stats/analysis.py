@@ -3,13 +3,13 @@
 :func:`analyse_maps` joins the stats modules in data-flow order:
 
 1. class fractions on the SEM grid;
-2. regions of every native Ni-L STXM pixel (:mod:`stats.regions`) and the native pixel table; contacts
-   (electrolyte side or void) are judged at the probe's scale (:func:`stats.regions.contact_classes`) for
+2. regions of every native Ni-L STXM pixel (:mod:`ceimap.stats.regions`) and the native pixel table; contacts
+   (electrolyte side or void) are judged at the probe's scale (:func:`ceimap.stats.regions.contact_classes`) for
    the regions, the perimeter contact ratios and the thickness;
-3. per-particle table (:mod:`stats.tables`);
-4. interphase thickness on the SEM-grid class map (:mod:`stats.thickness`), with the resolution limit;
-5. tests with the particle as the unit (:mod:`stats.inference`), the bimodality of per-particle bulk means
-   (:mod:`stats.distributions`), correlations;
+3. per-particle table (:mod:`ceimap.stats.tables`);
+4. interphase thickness on the SEM-grid class map (:mod:`ceimap.stats.thickness`), with the resolution limit;
+5. tests with the particle as the unit (:mod:`ceimap.stats.inference`), the bimodality of per-particle bulk means
+   (:mod:`ceimap.stats.distributions`), correlations;
 6. the S L-edge position of bulk electrolyte and interphase from region-summed spectra, when an S-L stack is
    given.
 
@@ -113,8 +113,8 @@ def region_summary(pixels: pd.DataFrame, region: str) -> dict:
 
 def _s_edge_from_spectra(classes, sem_pixel_nm, s_od, s_matrix, s_pixel_nm, psf_fwhm_nm):
     """Fit the S edge of the summed spectra of bulk electrolyte and interphase pixels on the S grid."""
-    from segment.register import labels_to_stxm
-    from segment.spectra import fit_s_edge
+    from ceimap.segment.register import labels_to_stxm
+    from ceimap.segment.spectra import fit_s_edge
 
     reach_nm = default_distances(s_pixel_nm, psf_fwhm_nm)["contamination_nm"]
     electrolyte = classes == 3
@@ -147,7 +147,7 @@ def _s_edge_from_spectra(classes, sem_pixel_nm, s_od, s_matrix, s_pixel_nm, psf_
 
 def _s_edge_from_map(s_edge, classes, s_matrix):
     """Fallback: mean per-pixel fitted positions by region (pixels correlated: sigma is the sd / √n)."""
-    from segment.register import labels_to_stxm
+    from ceimap.segment.register import labels_to_stxm
 
     on_s = labels_to_stxm(np.asarray(classes), s_matrix, np.asarray(s_edge.position_ev).shape)
     out = {}
@@ -192,7 +192,7 @@ def analyse_maps(classes: np.ndarray, particles: np.ndarray, sem_pixel_nm: float
         Per-pixel S-edge positions on the S-L grid (used when ``s_od`` is not given).
     s_od : Stack, optional
         Aligned S-L optical-density stack: region-summed spectra are fitted with
-        :func:`segment.spectra.fit_s_edge`.
+        :func:`ceimap.segment.spectra.fit_s_edge`.
     s_matrix : ndarray, shape (3, 3), optional
         S-L STXM pixel → SEM pixel (needed with ``s_od`` or ``s_edge``).
     s_pixel_nm : float, optional
@@ -200,9 +200,9 @@ def analyse_maps(classes: np.ndarray, particles: np.ndarray, sem_pixel_nm: float
     psf_fwhm_nm : float
         STXM probe FWHM.
     surface_band_nm, surface_offset_nm, bulk_margin_nm : float, optional
-        Region distances (:func:`stats.regions.default_distances`).
+        Region distances (:func:`ceimap.stats.regions.default_distances`).
     thickness_method : {"normal", "distance", "edt"}
-        See :func:`stats.thickness.interphase_thickness`.
+        See :func:`ceimap.stats.thickness.interphase_thickness`.
     resolution_nm : float, optional
         Resolution below which the interphase is not resolvable; default ``max(psf_fwhm_nm, ni_pixel_nm)``.
     min_surface_pixels : int
@@ -215,9 +215,9 @@ def analyse_maps(classes: np.ndarray, particles: np.ndarray, sem_pixel_nm: float
         Class probabilities of the segmentation; when given, thickness boundaries are located on them
         (sub-pixel) instead of on the smoothed hard class map.
     amplitude_t2g, amplitude_eg : ndarray, shape (ny, nx), optional
-        Fitted Ni L3 peak heights (:class:`segment.spectra.EgT2gMap`); with both (and no
+        Fitted Ni L3 peak heights (:class:`ceimap.segment.spectra.EgT2gMap`); with both (and no
         ``surface_offset_nm``) the surface bands start at the depth derived from this lamella
-        (:func:`stats.regions.surface_start_from_data`), otherwise at the 1 % contamination depth.
+        (:func:`ceimap.stats.regions.surface_start_from_data`), otherwise at the 1 % contamination depth.
 
     Returns
     -------

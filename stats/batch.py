@@ -1,6 +1,6 @@
 """Many lamellae at once on dask.distributed: ``ceimap batch MANIFEST... --out DIR [--scheduler ADDRESS]``.
 
-Each lamella runs exactly what ``ceimap run`` runs (:func:`stats.run.run_lamella`) in its own task, so a batch
+Each lamella runs exactly what ``ceimap run`` runs (:func:`ceimap.stats.run.run_lamella`) in its own task, so a batch
 result is the serial result. Tasks go to an existing dask scheduler when its address is given, else to a
 :class:`distributed.LocalCluster` of worker *processes* started for the batch (one thread each: every task is
 CPU-bound Python/NumPy, and processes keep one lamella's memory away from the others). A lamella that fails
@@ -10,7 +10,7 @@ looking complete (each run folder is written atomically).
 ``DIR`` holds one run folder per lamella (named after the lamella), ``batch.json`` (status, time and message of
 every lamella, parameters, versions), ``batch_lamellae.csv`` (one row per successful lamella: its key numbers),
 ``batch_particles.csv`` (every particle of every lamella, with ``lamella`` and ``sample`` columns) and, when
-at least two lamellae succeeded, ``compare/`` (:func:`stats.compare.write_compare` over them).
+at least two lamellae succeeded, ``compare/`` (:func:`ceimap.stats.compare.write_compare` over them).
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from typing import Callable
 
 import pandas as pd
 
-from segment.errors import CeimapInputError
-from segment.io.jsonfile import json_safe
+from ceimap.segment.errors import CeimapInputError
+from ceimap.segment.io.jsonfile import json_safe
 
 from .outputs import check_output_folder, write_csv
 
@@ -54,7 +54,7 @@ def plan_batch(manifests, out_dir) -> list[dict]:
     CeimapInputError
         No manifest, a manifest that does not exist or is not a LAMELLA.toml, or the same manifest twice.
     """
-    import tomllib
+    from ceimap.segment.compat import tomllib
 
     manifests = [Path(m).resolve() for m in manifests]
     if not manifests:
@@ -90,7 +90,7 @@ def run_one(manifest: str, out: str, overwrite: bool = False, model: str | None 
         ``status`` ("ok" or "failed"), ``seconds``, and ``report`` (path) or ``error`` (one line) and
         ``error_kind`` ("input" for bad input, "internal" otherwise, with ``traceback``).
     """
-    from segment.io import read_lamella
+    from ceimap.segment.io import read_lamella
 
     from .run import run_lamella
 
@@ -207,7 +207,7 @@ def run_batch(manifests, out_dir, *, scheduler: str | None = None, n_workers: in
     from .outputs import provenance
     from .report import write_text_atomic
 
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).resolve()  # batch.json records absolute paths, true from any working directory
     plan = plan_batch(manifests, out_dir)
     inputs = [Path(p["manifest"]) for p in plan]
     check_output_folder(out_dir, inputs, overwrite=overwrite)

@@ -15,7 +15,7 @@ import traceback
 from contextlib import ExitStack
 from pathlib import Path
 
-from segment.errors import CeimapInputError
+from ceimap.segment.errors import CeimapInputError
 
 DEFAULT_DEMO_OUT = "ceimap-demo"
 DEMO_MARKER = ".ceimap-demo"
@@ -52,31 +52,15 @@ def _parse_stxm(values: list[str]) -> dict[str, Path]:
 
 def load_lamella_from_args(args) -> "Lamella":  # noqa: F821 - imported lazily
     """A Lamella from a manifest or from --sem/--stxm options (validated by the readers)."""
-    from segment.io import read_lamella, read_sem, read_stack
-    from segment.lamella import Lamella
+    from ceimap.api import load_lamella
 
-    if args.lamella is not None:
-        if args.sem is not None or args.stxm:
-            raise CeimapInputError("give either LAMELLA.toml or --sem/--stxm, not both")
-        lamella = read_lamella(args.lamella)
-        if args.sample:
-            lamella = Lamella(**{**lamella.__dict__, "sample": args.sample})
-        return lamella
-    if args.sem is None or not args.stxm:
-        raise CeimapInputError("give LAMELLA.toml, or --sem SEM and at least one --stxm EDGE=PATH")
-    sem = read_sem(args.sem, pixel_size_nm=args.sem_pixel_nm)
-    stacks = {edge: read_stack(path, edge=edge) for edge, path in _parse_stxm(args.stxm).items()}
-    inputs = [Path(args.sem)]
-    for stack in stacks.values():
-        inputs.append(Path(stack.source))
-        inputs.extend(Path(p) for p in stack.metadata.get("companions", []))
-    name = Path(args.sem).stem
-    return Lamella(name=name, sample=args.sample or name, sem=sem, stacks=stacks, input_paths=inputs)
+    return load_lamella(args.lamella, sem=args.sem, sem_pixel_nm=args.sem_pixel_nm,
+                        stxm=_parse_stxm(args.stxm), sample=args.sample)
 
 
 def _require_ni(lamella) -> None:
     """Refuse, before any processing, a lamella the pipeline cannot analyse (see segment.lamella.check_lamella)."""
-    from segment.lamella import check_lamella
+    from ceimap.segment.lamella import check_lamella
 
     check_lamella(lamella, required_edges=("Ni-L",))
 
@@ -85,15 +69,15 @@ def _worker_pool(stack: ExitStack):
     """One worker process (None on a one-core machine), closed with ``stack``.
 
     Started before the heavy imports of the caller, so that its own imports (it loads the pipeline at once)
-    overlap them. :func:`stats.run.run_lamella` preprocesses and registers the second edge in it alongside the
+    overlap them. :func:`ceimap.stats.run.run_lamella` preprocesses and registers the second edge in it alongside the
     first, then draws half of the report there (same results as serial).
     """
-    from segment.workers import spawn_pool
+    from ceimap.segment.workers import spawn_pool
 
     if (os.cpu_count() or 1) < 2:
         return None
     pool = stack.enter_context(spawn_pool(1))
-    pool.submit(importlib.import_module, "segment.pipeline")
+    pool.submit(importlib.import_module, "ceimap.segment.pipeline")
     return pool
 
 
@@ -107,7 +91,7 @@ def cmd_run(args) -> int:
 
         model = None
         if args.model is not None:
-            from segment.classifier import PixelClassifier
+            from ceimap.segment.classifier import PixelClassifier
 
             progress(f"loading the pixel classifier {args.model} (refitting it from its training data)")
             model = PixelClassifier.load(args.model)
@@ -196,11 +180,7 @@ def parse_train_args(argv: list[str]) -> tuple[list[dict], dict]:
 
 
 def cmd_train(args) -> int:
-    import numpy as np
-
-    from segment import CLASS_CODES
-    from segment.io import read_annotations
-    from segment.pipeline import train_classifier
+    from ceimap.api import annotations_path, read_annotated, train_annotated
 
     groups, options = parse_train_args(args.rest)
     out = Path(options["out"])
@@ -217,35 +197,12 @@ def cmd_train(args) -> int:
                                 stxm=group["stxm"], sample=group.get("sample"))
         lamella = load_lamella_from_args(ns)
         _require_ni(lamella)
-        path = Path(group["annotations"]) if "annotations" in group else lamella.annotations_path
-        if path is None:
-            raise CeimapInputError("no annotations: give --annotations LABELS.tif after this lamella "
-                                   "(or an `annotations` key in its manifest)",
-                                   path=lamella.manifest_path or group.get("sem"))
+        path = annotations_path(lamella, group.get("annotations"))
         if any(p.resolve() == out.resolve() for p in [*lamella.input_paths, path]):
             raise CeimapInputError("--out would overwrite an input file", path=out)
-        annotated.append((lamella, read_annotations(path, lamella.sem.image.shape)))
-        if not annotated[-1][1].any():  # refused now rather than after the other lamellae are processed
-            raise CeimapInputError("the annotation image has no annotated pixel (all 0)", path=path)
-        if lamella.annotations_path != path:
-            from segment.lamella import Lamella
-            annotated[-1] = (Lamella(**{**lamella.__dict__, "annotations_path": path}), annotated[-1][1])
-    present = set()
-    for _, labels in annotated:
-        present.update(int(v) for v in np.unique(labels) if v > 0)
-    unannotated = [f"{code} ({name})" for name, code in CLASS_CODES.items() if code and code not in present]
-    if len(present) == 1:
-        raise CeimapInputError(f"the annotations name only class {present.pop()}: annotate at least two classes",
-                               path=", ".join(str(lam.annotations_path) for lam, _ in annotated))
-    if unannotated and present:
-        print(f"ceimap: warning: no annotated pixel of class {', '.join(unannotated)}: the model will never "
-              "predict it (annotate some of it to have it found)", file=sys.stderr)
-    names = [lam.name for lam, _ in annotated]
-    if len(set(names)) != len(names):  # the validation table is keyed by name
-        annotated = [(type(lam)(**{**lam.__dict__, "name": f"{lam.name}#{k + 1}"}), a)
-                     for k, (lam, a) in enumerate(annotated)]
-    progress = _Progress()
-    model = train_classifier(annotated, estimator=options["estimator"], seed=options["seed"], progress=progress)
+        annotated.append(read_annotated(lamella, path))
+    model = train_annotated(annotated, estimator=options["estimator"], seed=options["seed"], progress=_Progress(),
+                            warn=lambda message: print(f"ceimap: warning: {message}", file=sys.stderr))
     digest = model.save(out)
     for name, v in model.validation.get("leave_one_lamella_out", {}).items():
         per = ", ".join(f"{k}: {f:.3f}" for k, f in v["per_class_f1"].items())
@@ -263,7 +220,7 @@ def cmd_batch(args) -> int:
 
     progress = _Progress()
     if args.model is not None:
-        from segment.classifier import PixelClassifier
+        from ceimap.segment.classifier import PixelClassifier
 
         progress(f"checking the pixel classifier {args.model}")
         PixelClassifier.load(args.model)  # refuse a bad model before any lamella starts
@@ -299,7 +256,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from segment.io import read_lamella
+    from ceimap.segment.io import read_lamella
 
     from .compare import write_compare
     from .outputs import AtomicFolder
@@ -326,7 +283,8 @@ def cmd_demo(args) -> int:
             runs.append(tmp / lamella.name)
         progress.prefix = ""
         progress("comparing samples")
-        write_compare(runs, tmp / "compare")
+        # compare.json and its report name the run folders where they will be, not in ``tmp``
+        write_compare(runs, tmp / "compare", final_dirs=[out / r.name for r in runs])
     report = out / "compare" / "report.html"
     print(f"Reports: {', '.join(str(out / r.name / 'report.html') for r in runs)}", file=sys.stderr)
     print(report)

@@ -22,7 +22,7 @@ a difference says these lamellae differ, and generalising to the conditions need
 
 Beside the between-sample tests, ``surface_electrolyte_vs_void_combined`` combines the samples' *own*
 electrolyte- vs void-adjacent surface tests (each lamella's paired test on its particles) by weighted Stouffer
-(:func:`stats.inference.combined_surface_test`): whether the within-sample effect holds consistently over the
+(:func:`ceimap.stats.inference.combined_surface_test`): whether the within-sample effect holds consistently over the
 compared samples (e.g. the paper's cycled cells). It is not a comparison between samples and stays outside the
 Holm family.
 
@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segment.errors import CeimapInputError
+from ceimap.segment.errors import CeimapInputError
 
 from .inference import combined_surface_test
 from .report import (
@@ -88,12 +88,17 @@ def sample_units(run_dir, *, min_pixels: int = MIN_BULK_PIXELS) -> dict:
         ``surface_void``, ``egt2g_pixels`` {region: ndarray of pixel values} (for plots only) and
         ``sources`` {quantity: file used}.
     """
+    run = Path(run_dir)
+    return units_from_tables(_read_json(run / "summary.json"), _read_csv(run / "thickness.csv"),
+                             _read_csv(run / "pixels.csv"), _read_csv(run / "particles.csv"), min_pixels=min_pixels)
+
+
+def units_from_tables(summary: dict, th, pix, parts, *, min_pixels: int = MIN_BULK_PIXELS) -> dict:
+    """:func:`sample_units` from a run's summary and tables (``thickness.csv``, ``pixels.csv``,
+    ``particles.csv`` as DataFrames, each possibly None) instead of its folder."""
     import pandas as pd
 
-    run = Path(run_dir)
-    summary = _read_json(run / "summary.json")
     out = {"summary": summary, "sources": {}, "egt2g": {}, "egt2g_pixels": {}}
-    th = _read_csv(run / "thickness.csv")
     if th is not None and {"particle_id", "thickness_nm"} <= set(th.columns):
         th = th[np.isfinite(th["thickness_nm"].astype(float))]
         out["thickness_nm"] = th.groupby("particle_id")["thickness_nm"].mean()
@@ -102,8 +107,6 @@ def sample_units(run_dir, *, min_pixels: int = MIN_BULK_PIXELS) -> dict:
     else:
         out["thickness_nm"] = pd.Series(dtype=float)
         out["thickness_points_nm"] = np.array([])
-    pix = _read_csv(run / "pixels.csv")
-    parts = _read_csv(run / "particles.csv")
     for region, columns in _REGION_COLUMNS.items():
         series = None
         if pix is not None and {"region", "egt2g", "particle_id"} <= set(pix.columns):
@@ -288,7 +291,7 @@ def _holm(entries: dict[str, dict]) -> dict:
 # public API
 # --------------------------------------------------------------------------------------------------
 
-def compare_runs(run_dirs, names=None, *, min_pixels: int = MIN_BULK_PIXELS) -> dict:
+def compare_runs(run_dirs, names=None, *, min_pixels: int = MIN_BULK_PIXELS, final_dirs=None) -> dict:
     """Compare samples (one run folder each) with the particle as the unit.
 
     Parameters
@@ -300,11 +303,16 @@ def compare_runs(run_dirs, names=None, *, min_pixels: int = MIN_BULK_PIXELS) -> 
         made unique with the folder name where they repeat.
     min_pixels : int, optional
         Minimum native STXM pixels of a region in a particle for its mean to count as a unit.
+    final_dirs : sequence of str or path-like, optional
+        Where the run folders will be once moved into place, one per ``run_dirs``, recorded as ``run_dirs``
+        instead of the folders read (``ceimap demo`` writes its runs in a temporary folder that it renames
+        afterwards). Default: ``run_dirs``.
 
     Raises
     ------
     CeimapInputError
-        Fewer than two folders, a folder without ``summary.json``, or names that do not fit.
+        Fewer than two folders, a folder without ``summary.json``, names that do not fit, or ``final_dirs``
+        not one per run folder.
 
     Returns
     -------
@@ -313,17 +321,34 @@ def compare_runs(run_dirs, names=None, *, min_pixels: int = MIN_BULK_PIXELS) -> 
         ``per_sample`` {name: {``mean``, ``sd``, ``n_units``, …}}, …}; ``egt2g_bulk`` {``p_value``,
         ``method`` (location), ``location`` {…}, ``spread`` {…}, ``per_sample``}; further entries
         ``egt2g_bulk_spread``, ``egt2g_surface_electrolyte``, ``egt2g_surface_void``; ``multiple_comparisons``
-        (Holm over the primary p-values, each entry also gets ``p_holm``); ``samples``, ``run_dirs``,
-        ``per_sample_summary`` (values copied from each summary.json) and ``notes``.
+        (Holm over the primary p-values, each entry also gets ``p_holm``); ``samples``, ``run_dirs`` (absolute
+        paths of the run folders' final location), ``per_sample_summary`` (values copied from each
+        summary.json) and ``notes``.
     """
     run_dirs = [Path(d) for d in run_dirs]
     if len(run_dirs) < 2:
         raise CeimapInputError(f"compare needs at least two run folders, got {len(run_dirs)}")
+    final_dirs = run_dirs if final_dirs is None else [Path(d) for d in final_dirs]
+    if len(final_dirs) != len(run_dirs):
+        raise CeimapInputError(f"{len(final_dirs)} final locations for {len(run_dirs)} run folders")
     for d in run_dirs:
         if not (d / "summary.json").is_file():
             raise CeimapInputError("not a ceimap run folder (no summary.json)", path=d)
     units = [sample_units(d, min_pixels=min_pixels) for d in run_dirs]
-    sample_names = _sample_names(run_dirs, [u["summary"] for u in units], names)
+    return compare_units(units, [d.name for d in run_dirs], names, min_pixels=min_pixels,
+                         run_dirs=[str(d.resolve()) for d in final_dirs])
+
+
+def compare_units(units: list, labels: list, names=None, *, min_pixels: int = MIN_BULK_PIXELS,
+                  run_dirs: list | None = None) -> dict:
+    """:func:`compare_runs` on the samples' units (:func:`sample_units`, :func:`units_from_tables`).
+
+    ``labels``: a short name of each run (its folder name), used for sample names that the summaries do not
+    give or give twice; ``run_dirs``: what to record as ``run_dirs`` (default: None for each sample).
+    """
+    if len(units) < 2:
+        raise CeimapInputError(f"compare needs at least two runs, got {len(units)}")
+    sample_names = _sample_names(labels, [u["summary"] for u in units], names)
     by_name = dict(zip(sample_names, units))
 
     # interphase thickness: per-particle means; non-resolvable samples are described but not tested
@@ -384,7 +409,7 @@ def compare_runs(run_dirs, names=None, *, min_pixels: int = MIN_BULK_PIXELS) -> 
         }
     result = {
         "samples": sample_names,
-        "run_dirs": [str(d.resolve()) for d in run_dirs],
+        "run_dirs": list(run_dirs) if run_dirs is not None else [None] * len(units),
         **entries,
         "multiple_comparisons": family,
         "per_sample_summary": per_sample_summary,
@@ -432,7 +457,8 @@ def write_compare(run_dirs, out_dir, names=None, *, paper_bins: bool = False, **
     paper_bins : bool, optional
         Draw pixel histograms with the paper's ten bins over 0.7–2.4.
     **kwargs
-        Passed to :func:`compare_runs`.
+        Passed to :func:`compare_runs` (``min_pixels``; ``final_dirs``, the run folders' names to record when
+        they are to be moved).
 
     Returns
     -------
@@ -445,7 +471,7 @@ def write_compare(run_dirs, out_dir, names=None, *, paper_bins: bool = False, **
     result = compare_runs(run_dirs, names, **kwargs)
     write_text_atomic(out / "compare.json", json.dumps(result, indent=2, allow_nan=False) + "\n")
     units = {n: sample_units(d, min_pixels=result["parameters"]["min_pixels"])
-             for n, d in zip(result["samples"], result["run_dirs"])}
+             for n, d in zip(result["samples"], run_dirs)}
     return write_text_atomic(out / "report.html", render_compare_report(result, units, paper_bins=paper_bins))
 
 

@@ -137,7 +137,7 @@ def surface_electrolyte_vs_void(particle_table: pd.DataFrame, *, min_pixels: int
     Parameters
     ----------
     particle_table : pandas.DataFrame
-        Per-particle table (:func:`stats.tables.particle_table`) with ``egt2g_surface_electrolyte_mean``,
+        Per-particle table (:func:`ceimap.stats.tables.particle_table`) with ``egt2g_surface_electrolyte_mean``,
         ``egt2g_surface_void_mean`` (and optionally the ``_n`` pixel counts).
     min_pixels : int
         Band means from fewer valid native pixels are not used.

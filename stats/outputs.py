@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import tifffile
 
-from segment.errors import CeimapInputError
+from ceimap.segment.errors import CeimapInputError
 
 RUN_MARKER = "summary.json"
 

@@ -32,7 +32,7 @@ nothing, so bands that start at the NMC edge are blurred differently and a chemi
 real.
 
 Where the surface bands start (:func:`surface_start_from_data`)
-    The ratio is ``A_eg / A_t2g`` of fitted peak heights (:func:`segment.spectra.egt2g_map`), and heights add
+    The ratio is ``A_eg / A_t2g`` of fitted peak heights (:func:`ceimap.segment.spectra.egt2g_map`), and heights add
     up linearly over what the probe sees. A band pixel that sees NMC of ratio ``r`` with weight ``ω_N`` and
     class ``c`` with weight ``ω_c`` (Ni amount ``a_c`` and e_g height ``b_c`` per unit weight) reads
 
@@ -40,7 +40,7 @@ Where the surface bands start (:func:`surface_start_from_data`)
     ``β(d) = Σ ω_c(d) (b_c − r a_c) / Σ_all ω_c(d) a_c``.
 
     A void (``a = b = 0``) adds no bias to the expected heights, it only lowers the signal; a ratio of noisy
-    heights is biased by ≈ ``r / SNR²`` (the reason of the SNR threshold of :mod:`segment.spectra`), so a
+    heights is biased by ≈ ``r / SNR²`` (the reason of the SNR threshold of :mod:`ceimap.segment.spectra`), so a
     void-side pixel that keeps the fraction ``ρ`` of the bulk's signal reads ``r s² (1/ρ² − 1)`` high (``s``
     the bulk pixels' relative ratio uncertainty) — this term is included, it is small. The interphase holds
     reduced Ni: it biases the electrolyte-side band low, and that difference between the two bands is what a
@@ -131,7 +131,7 @@ knowing that the electrolyte-side band then includes interphase signal. The inte
 region (reported as ``interphase``).
 
 On the STXM grid each pixel takes the region and particle of the SEM pixel under its centre (the distances
-already account for its footprint); :func:`segment.register.transform_points` maps the centres.
+already account for its footprint); :func:`ceimap.segment.register.transform_points` maps the centres.
 """
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from segment.register import transform_points
+from ceimap.segment.register import transform_points
 
 REGION_CODES = {
     "outside": 0,
@@ -435,7 +435,7 @@ def surface_start_from_data(classes: np.ndarray, particles: np.ndarray, sem_pixe
     stxm_pixel_nm, psf_fwhm_nm : float
         STXM pixel size and probe FWHM.
     egt2g, egt2g_sigma, egt2g_valid : ndarray, shape (ny, nx)
-        e_g/t_2g ratio, its uncertainty, validity (:class:`segment.spectra.EgT2gMap`).
+        e_g/t_2g ratio, its uncertainty, validity (:class:`ceimap.segment.spectra.EgT2gMap`).
     amplitude_t2g, amplitude_eg : ndarray, shape (ny, nx)
         Fitted t_2g and e_g peak heights (OD) of every pixel (valid or not).
     surface_band_nm : float, optional

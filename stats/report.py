@@ -81,7 +81,7 @@ def _read_csv(path: Path):
 
 
 def _read_tiff(path: Path):
-    from segment.io.tiff import read_tiff_image
+    from ceimap.segment.io.tiff import read_tiff_image
 
     if not path.is_file():
         return None
@@ -276,7 +276,7 @@ def _correlation_reading(c, alpha: float = 0.05) -> tuple[str, str]:
     """(test text, verdict) of one correlation entry: raw and Holm-adjusted p of Pearson and Spearman.
 
     The verdict uses the Holm-adjusted p over the lamella's correlation family (``p_holm``, written by
-    :func:`stats.inference.holm_correlations`); a correlation counts as significant when its Pearson or its
+    :func:`ceimap.stats.inference.holm_correlations`); a correlation counts as significant when its Pearson or its
     Spearman test is. Summaries without ``p_holm`` are read on the raw p, and the verdict says so.
     """
     sp = _get(c, "spearman", default={}) or {}
@@ -1424,7 +1424,7 @@ def write_report(out_dir, *, paper_bins: bool = False, path=None, pool=None) -> 
     CeimapInputError
         ``out_dir`` is not an existing folder.
     """
-    from segment.errors import CeimapInputError
+    from ceimap.segment.errors import CeimapInputError
 
     out = Path(out_dir)
     if not out.is_dir():

@@ -1,7 +1,7 @@
 """One lamella from raw files to the results folder: segment stages, statistics, files, report.
 
 ``run_lamella`` is what ``ceimap run`` (and the demo) call; it holds no science of its own: it calls
-:func:`segment.pipeline.process_lamella`, :func:`stats.analysis.analyse_maps` and writes what they
+:func:`ceimap.segment.pipeline.process_lamella`, :func:`ceimap.stats.analysis.analyse_maps` and writes what they
 return, in the formats of CONTRACT.md.
 """
 
@@ -15,13 +15,13 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from segment import CLASS_CODES
-from segment.io.jsonfile import write_json
-from segment.lamella import Lamella, check_lamella
-from segment.pipeline import NI_EDGE, S_EDGE, PipelineResult, process_lamella
-from segment.workers import edge_workers, spawn_pool
-from segment.register import labels_to_stxm, warp_to_sem
-from segment.spectra import mean_spectra_by_label
+from ceimap.segment import CLASS_CODES
+from ceimap.segment.io.jsonfile import write_json
+from ceimap.segment.lamella import Lamella, check_lamella
+from ceimap.segment.pipeline import NI_EDGE, S_EDGE, PipelineResult, process_lamella
+from ceimap.segment.workers import edge_workers, spawn_pool
+from ceimap.segment.register import labels_to_stxm, warp_to_sem
+from ceimap.segment.spectra import mean_spectra_by_label
 
 from .analysis import Analysis, analyse_maps
 from .outputs import AtomicFolder, check_output_folder, provenance, write_csv, write_tiff
@@ -149,7 +149,7 @@ def decomposition_outputs(result: PipelineResult):
 def write_results(out: Path, result: PipelineResult, analysis: Analysis, prov: dict, *, pool=None) -> None:
     """Write every output file of CONTRACT.md (and the report's extras) into the folder ``out``.
 
-    ``pool``: a process pool the report may draw its largest figures in (:func:`stats.report.render_report`).
+    ``pool``: a process pool the report may draw its largest figures in (:func:`ceimap.stats.report.render_report`).
     """
     lamella = result.lamella
     write_tiff(out / "classes.tif", result.classes.astype(np.uint8))
@@ -174,9 +174,13 @@ def write_results(out: Path, result: PipelineResult, analysis: Analysis, prov: d
     write_csv(out / "class_spectra.csv", class_spectra_table(result))
     if "s_edge" in analysis.summary and analysis.summary["s_edge"] is not None:
         write_json(out / "s_edge.json", analysis.summary["s_edge"])
-    summary = {"name": lamella.name, "sample": lamella.sample, **analysis.summary, "provenance": prov}
-    write_json(out / "summary.json", summary)
+    write_json(out / "summary.json", summary_record(lamella, analysis, prov))
     write_report(out, pool=pool)
+
+
+def summary_record(lamella: Lamella, analysis: Analysis, prov: dict) -> dict:
+    """The content of ``summary.json``: the lamella's name and sample, the statistics and the provenance."""
+    return {"name": lamella.name, "sample": lamella.sample, **analysis.summary, "provenance": prov}
 
 
 def run_lamella(
@@ -210,11 +214,11 @@ def run_lamella(
         refusing the lamella; recorded in ``summary.json`` parameters (``accept_unmatched_registration``).
     workers : int
         Processes to work in: with 2 or more, the edges are preprocessed and registered at the same time
-        (:func:`segment.pipeline.preprocess_lamella`), and the same worker process later draws the report's
-        largest figures alongside this one (:func:`stats.report.render_report`). 1 (the default) keeps
+        (:func:`ceimap.segment.pipeline.preprocess_lamella`), and the same worker process later draws the report's
+        largest figures alongside this one (:func:`ceimap.stats.report.render_report`). 1 (the default) keeps
         everything in this process. The results are byte-identical either way.
     pool : concurrent.futures.Executor, optional
-        A process pool (:func:`segment.workers.spawn_pool`) to use in this way instead of starting one (then
+        A process pool (:func:`ceimap.segment.workers.spawn_pool`) to use in this way instead of starting one (then
         ``workers`` is not used); the caller keeps it. ``ceimap run`` starts its worker first thing, so that
         the worker's imports overlap its own.
 
@@ -226,26 +230,38 @@ def run_lamella(
     out = Path(out)
     check_lamella(lamella, required_edges=(NI_EDGE,))  # bad input refused before any processing (every caller)
     check_output_folder(out, lamella.input_paths, overwrite=overwrite)
-    # BLAS on one thread: reductions split over threads add in an order that depends on the thread count,
-    # so without this a run differs in the last bits between machines, or between ceimap run and a batch
-    # worker (dask limits its workers' threads). Same inputs → byte-identical results, anywhere.
     n_processes = edge_workers(workers, len(lamella.stacks))
     with ExitStack() as stack:
         if pool is None and n_processes > 1:
             pool = stack.enter_context(spawn_pool(n_processes - 1))
-        with threadpool_limits(limits=1, user_api="blas"):
-            result = process_lamella(lamella, model=model, progress=progress, accept_unmatched=accept_unmatched,
-                                     pool=pool)
-            if pool is not None:
-                pool.submit(warm_up)  # the worker is idle now: it imports the plotting while we compute
-            progress("statistics on native STXM pixels")
-            analysis = analyse_result(result)
-        _write_run(out, lamella, result, analysis, accept_unmatched, progress, pool)
+        result, analysis = process_and_analyse(lamella, model=model, progress=progress,
+                                               accept_unmatched=accept_unmatched, pool=pool)
+        prov = run_provenance(lamella, result, accept_unmatched)
+        write_run(out, result, analysis, prov, progress=progress, pool=pool)
     return out / "report.html"
 
 
-def _write_run(out: Path, lamella: Lamella, result: PipelineResult, analysis: Analysis, accept_unmatched: bool,
-               progress: Callable[[str], None], pool) -> None:
+def process_and_analyse(lamella: Lamella, *, model=None, progress: Callable[[str], None] = lambda message: None,
+                        accept_unmatched: bool = False, pool=None) -> tuple[PipelineResult, Analysis]:
+    """The computation of ``ceimap run``: the pipeline's maps, then the statistics (nothing written).
+
+    Parameters are those of :func:`run_lamella`. BLAS runs on one thread: reductions split over threads add
+    in an order that depends on the thread count, so without this a run differs in the last bits between
+    machines, or between ``ceimap run`` and a batch worker (dask limits its workers' threads). Same inputs →
+    byte-identical results, anywhere.
+    """
+    with threadpool_limits(limits=1, user_api="blas"):
+        result = process_lamella(lamella, model=model, progress=progress, accept_unmatched=accept_unmatched,
+                                 pool=pool)
+        if pool is not None:
+            pool.submit(warm_up)  # the worker is idle now: it imports the plotting while we compute
+        progress("statistics on native STXM pixels")
+        analysis = analyse_result(result)
+    return result, analysis
+
+
+def run_provenance(lamella: Lamella, result: PipelineResult, accept_unmatched: bool = False) -> dict:
+    """The provenance block of a run's ``summary.json``: inputs with SHA-256, parameters, time stamp, timings."""
     segmentation = compact_record(result.details.get("segmentation", {}))
     timings = segmentation.pop("timings_s", None)  # run-to-run noise: kept beside the timestamp, not as a parameter
     parameters = {"segmentation": segmentation,
@@ -257,6 +273,15 @@ def _write_run(out: Path, lamella: Lamella, result: PipelineResult, analysis: An
     prov = provenance(lamella.input_paths, parameters)
     if timings is not None:
         prov["timings_s"] = timings
+    return prov
+
+
+def write_run(out: str | Path, result: PipelineResult, analysis: Analysis, prov: dict, *,
+              progress: Callable[[str], None] = lambda message: None, pool=None) -> None:
+    """Write a run's results folder ``out`` atomically (built beside it, then moved into place).
+
+    The caller has checked ``out`` (:func:`ceimap.stats.outputs.check_output_folder`).
+    """
     progress(f"writing results to {out}")
     with AtomicFolder(out) as tmp:
         write_results(tmp, result, analysis, prov, pool=pool)

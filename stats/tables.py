@@ -93,7 +93,7 @@ def particle_table(classes: np.ndarray, particles: np.ndarray, sem_pixel_nm: flo
     sem_pixel_nm : float
         SEM pixel size.
     pixels : pandas.DataFrame
-        Native STXM pixel table (:func:`stats.regions.pixel_table`): ``particle_id, region, egt2g``.
+        Native STXM pixel table (:func:`ceimap.stats.regions.pixel_table`): ``particle_id, region, egt2g``.
 
     Returns
     -------

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from segment.io import write_nxstxm, write_sem_tiff, write_tiff_stack
-from segment.stack import Stack
+from ceimap.segment.io import write_nxstxm, write_sem_tiff, write_tiff_stack
+from ceimap.segment.stack import Stack
 
 SEM_PIXEL_NM = 10.0
 STXM_PIXEL_NM = 40.0

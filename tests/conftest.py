@@ -43,7 +43,7 @@ def datasets_dir():
 def small_lamella_manifest(tmp_path_factory):
     """A small synthetic lamella written as files (3 µm field, four particles, Ni-L and S-L; 4.25 V condition,
     seed 11): its ``lamella.toml``. A whole run of it takes seconds."""
-    from segment.synthetic import make_lamella, make_spec, write_lamella
+    from ceimap.segment.synthetic import make_lamella, make_spec, write_lamella
 
     spec = make_spec("cycled_4p25v", 11, field_width_nm=3000.0, field_height_nm=3000.0, n_particles=4,
                      particle_diameter_nm=(600.0, 1400.0), particle_diameter_median_nm=1000.0,

@@ -98,7 +98,7 @@ CASES = {
 def read(kind: str, path: Path):
     """Read a file of one kind with ceimap's reader (kind ``"allocate"``, for testing the guard itself, allocates
     as many bytes as the file's name says)."""
-    from segment.io import read_annotations, read_lamella, read_sem, read_stack
+    from ceimap.segment.io import read_annotations, read_lamella, read_sem, read_stack
 
     if kind == "allocate":
         return np.ones(int(Path(path).name), np.uint8)
@@ -155,7 +155,7 @@ def _serve(conn, memory_bytes: int, stderr_path: str) -> None:
 
     counter = Count()
     logging.getLogger().addHandler(counter)
-    from segment.errors import CeimapInputError
+    from ceimap.segment.errors import CeimapInputError
 
     while True:
         job = conn.recv()

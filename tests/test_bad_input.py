@@ -23,16 +23,17 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent / "stats"))
 
 import bad_input_files as B  # noqa: E402
-from segment.errors import CeimapInputError  # noqa: E402
-from segment.io import read_stack  # noqa: E402
-from stats.cli import main  # noqa: E402
+from ceimap.segment.errors import CeimapInputError  # noqa: E402
+from ceimap.segment.io import read_stack  # noqa: E402
+from ceimap import segment, stats  # noqa: E402,F401 - segment.pipeline, stats.run are patched below
+from ceimap.stats.cli import main  # noqa: E402
 
 
 @pytest.fixture
 def no_processing(monkeypatch):
     """Make reaching the pipeline an internal error: every case here must be refused before it."""
-    import segment.pipeline
-    import stats.run
+    import ceimap.segment.pipeline  # noqa: F401 - loads segment.pipeline
+    import ceimap.stats.run  # noqa: F401 - loads stats.run
 
     def tripwire(*args, **kwargs):
         raise AssertionError("bad input reached the processing stages")
@@ -156,7 +157,7 @@ def test_sem_page_loop_command_exits_2_with_one_line(tmp_path):
 
     sem = sem_page_loop(tmp_path)
     out = outdir(tmp_path)
-    args = [sys.executable, "-m", "stats.cli", *map(str, run_args(tmp_path, B.write_h5(tmp_path), sem=sem))]
+    args = [sys.executable, "-m", "ceimap.stats.cli", *map(str, run_args(tmp_path, B.write_h5(tmp_path), sem=sem))]
     result = subprocess.run(args, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2, result.stderr[-2000:]
     lines = [ln for ln in result.stderr.splitlines() if not ln.startswith("[")]
@@ -309,8 +310,8 @@ def test_stack_with_too_few_energies_in_the_ni_l3_window(ceimap, tmp_path):
 
 def test_edge_energy_needs_match_the_spectral_fits():
     """check_lamella's windows are the fits' own: 1 energy fewer than needed makes the fit itself fail."""
-    from segment.lamella import EDGE_ENERGY_NEEDS
-    from segment.spectra import egt2g_map, s_edge_map
+    from ceimap.segment.lamella import EDGE_ENERGY_NEEDS
+    from ceimap.segment.spectra import egt2g_map, s_edge_map
 
     for edge, fit in (("Ni-L", egt2g_map), ("S-L", s_edge_map)):
         lo, hi, n_min, _ = EDGE_ENERGY_NEEDS[edge]
@@ -360,7 +361,7 @@ def test_negative_counts_everywhere(ceimap, tmp_path):
 
 def test_some_zero_or_negative_counts_are_saturated_not_infinite(tmp_path):
     """Graceful: isolated zero / negative counts become the frame's OD ceiling and are counted."""
-    from segment.stack import optical_density
+    from ceimap.segment.stack import optical_density
 
     data = B.counts(B.NI_ENERGIES)
     data[3, 5, 6] = 0
@@ -461,7 +462,7 @@ def test_annotations_of_a_single_class(ceimap, tmp_path):
 
 def test_class_without_annotation_is_named_in_a_warning(tmp_path, capsys, monkeypatch):
     """Graceful: training goes on (the model cannot predict the missing classes); stderr names them."""
-    import segment.pipeline
+    import ceimap.segment.pipeline  # noqa: F401 - loads segment.pipeline
 
     def stop(*args, **kwargs):
         raise CeimapInputError("stopped before training (test)")
@@ -481,7 +482,7 @@ def test_class_without_annotation_is_named_in_a_warning(tmp_path, capsys, monkey
 # -------------------------------------------------------------------------------------------------------
 
 def _analyse(scene):
-    from stats.analysis import analyse_maps
+    from ceimap.stats.analysis import analyse_maps
     from stats_scenes import NI_MATRIX, SEM_PIXEL_NM, STXM_PIXEL_NM
 
     return analyse_maps(scene["classes"], scene["particles"], SEM_PIXEL_NM, scene["egt2g"], scene["egt2g_sigma"],
@@ -665,8 +666,8 @@ def test_dat_claiming_an_absurd_size(ceimap, tmp_path):
 def test_tampered_model_refused_by_the_cli(ceimap, tmp_path):
     import json
 
-    from segment.classifier import PixelClassifier, TrainingSamples
-    from segment.features import FeatureSpec
+    from ceimap.segment.classifier import PixelClassifier, TrainingSamples
+    from ceimap.segment.features import FeatureSpec
 
     spec = FeatureSpec()
     rng = np.random.default_rng(0)
@@ -695,7 +696,7 @@ def test_tampered_model_refused_by_the_cli(ceimap, tmp_path):
 @pytest.mark.parametrize("fmt", ["h5", "tif", "ncb", "als"])
 def test_valid_small_lamella_of_every_format_reaches_processing(tmp_path, fmt, monkeypatch, capsys):
     """The control for everything above: the same small files, unharmed, are accepted."""
-    import stats.run
+    import ceimap.stats.run  # noqa: F401 - loads stats.run
 
     class Reached(Exception):
         pass
@@ -707,7 +708,7 @@ def test_valid_small_lamella_of_every_format_reaches_processing(tmp_path, fmt, m
     monkeypatch.setattr(stats.run, "process_lamella", reached)
     manifest = B.valid_lamella(tmp_path / "in", fmt)
     with pytest.raises(Reached):
-        from stats.cli import cmd_run, build_parser
+        from ceimap.stats.cli import cmd_run, build_parser
         cmd_run(build_parser().parse_args(["run", str(manifest), "--out", str(outdir(tmp_path))]))
     assert not (outdir(tmp_path)).exists()
 

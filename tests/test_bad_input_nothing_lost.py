@@ -18,7 +18,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 import bad_input_files as B  # noqa: E402
-from stats.cli import main  # noqa: E402
+from ceimap.stats.cli import main  # noqa: E402
 
 
 def sha256(path: Path) -> str:
@@ -40,7 +40,7 @@ def lamella(tmp_path):
 def stand_ins(monkeypatch):
     """Replace processing and analysis by stand-ins; the writer writes the CONTRACT files one by one, and
     ``state["fail_after"]`` makes it raise after that many files. Records where it wrote."""
-    import stats.run
+    from ceimap.stats import run as stats_run
 
     state = {"fail_after": None, "folders": [], "exception": RuntimeError}
     names = ["classes.tif", "particles.tif", "egt2g.tif", "registration.json", "particles.csv", "thickness.csv",
@@ -55,15 +55,15 @@ def stand_ins(monkeypatch):
             text = json.dumps({"provenance": prov}) if name == "summary.json" else f"{name} of this run\n"
             (Path(out) / name).write_text(text)
 
-    monkeypatch.setattr(stats.run, "analyse_result", lambda result: object())
-    monkeypatch.setattr(stats.run, "compact_record", lambda record, *a, **k: {})
-    monkeypatch.setattr(stats.run, "write_results", write_results)
+    monkeypatch.setattr(stats_run, "analyse_result", lambda result: object())
+    monkeypatch.setattr(stats_run, "compact_record", lambda record, *a, **k: {})
+    monkeypatch.setattr(stats_run, "write_results", write_results)
 
     class FakeResult:
         details = {"segmentation": {}}
         od_reports = {}
 
-    monkeypatch.setattr(stats.run, "process_lamella", lambda lamella, **kw: FakeResult())
+    monkeypatch.setattr(stats_run, "process_lamella", lambda lamella, **kw: FakeResult())
     return state
 
 

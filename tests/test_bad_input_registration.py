@@ -19,7 +19,7 @@ from scipy import ndimage
 sys.path.insert(0, str(Path(__file__).parent))
 
 import bad_input_files as B  # noqa: E402
-from stats.cli import main  # noqa: E402
+from ceimap.stats.cli import main  # noqa: E402
 
 
 def disks(seed: int, shape=(256, 256), n: int = 16) -> np.ndarray:
@@ -57,14 +57,14 @@ class Registered(BaseException):
 @pytest.fixture
 def ceimap_to_registration(monkeypatch, capsys):
     """``ceimap run`` through reading, checking, OD and registration; stops (Registered) after it."""
-    import stats.run
-    from segment.pipeline import preprocess_lamella
+    from ceimap.stats import run as stats_run
+    from ceimap.segment.pipeline import preprocess_lamella
 
     def up_to_registration(lamella, **kwargs):
         out = preprocess_lamella(lamella, accept_unmatched=kwargs.get("accept_unmatched", False))
         raise Registered(out[3])
 
-    monkeypatch.setattr(stats.run, "process_lamella", up_to_registration)
+    monkeypatch.setattr(stats_run, "process_lamella", up_to_registration)
 
     def run(*args):
         try:

@@ -19,11 +19,11 @@ from hypothesis.extra import numpy as hnp
 
 sys.path.insert(0, str(Path(__file__).parent / "stats"))
 
-from segment.io import read_annotations, read_sem, read_stack, write_nxstxm, write_sem_tiff  # noqa: E402
-from segment.io.tiffstack import write_tiff_stack  # noqa: E402
-from segment.register import matrix_from_landmarks, similarity_matrix, transform_points  # noqa: E402
-from segment.spectra import _ni_design, egt2g_map  # noqa: E402
-from segment.stack import Stack, optical_density  # noqa: E402
+from ceimap.segment.io import read_annotations, read_sem, read_stack, write_nxstxm, write_sem_tiff  # noqa: E402
+from ceimap.segment.io.tiffstack import write_tiff_stack  # noqa: E402
+from ceimap.segment.register import matrix_from_landmarks, similarity_matrix, transform_points  # noqa: E402
+from ceimap.segment.spectra import _ni_design, egt2g_map  # noqa: E402
+from ceimap.segment.stack import Stack, optical_density  # noqa: E402
 
 EXAMPLES = int(os.environ.get("CEIMAP_PROPERTY_EXAMPLES", "0")) or None
 """``CEIMAP_PROPERTY_EXAMPLES=500`` explores that many new examples per property (default: the same 25 every run)."""
@@ -217,7 +217,7 @@ def test_ring_thickness_at_random_subpixel_offsets(r_inner, width, dy, dx, pixel
     (radius of equal-area disks, outer minus inner) within 0.1 px, and its nominal width within 0.25 px (the
     digitisation itself: lattice points exactly on a circle of integer radius, half-pixel offsets); every
     sample point lies on the NMC boundary."""
-    from stats.thickness import interphase_thickness
+    from ceimap.stats.thickness import interphase_thickness
     from stats_scenes import ring_classes
 
     size = int(2 * (r_inner + width) + 20)

@@ -25,8 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests")]  # the test helpers; the repository first, as `python3 -m` has it
+sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))  # the test helpers
 
 import reader_fuzzing as F  # noqa: E402
 

@@ -30,7 +30,7 @@ def main(argv=None) -> int:
     import napari
     from qtpy.QtWidgets import QApplication
 
-    from napari_plugin._widgets import MeasureWidget, PreprocessWidget, SegmentWidget
+    from ceimap.napari_plugin._widgets import MeasureWidget, PreprocessWidget, SegmentWidget
 
     argv = sys.argv[1:] if argv is None else argv
     out = Path(argv[0] if argv else "docs/napari_plugin.png")

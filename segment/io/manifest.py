@@ -24,7 +24,6 @@ or ``channel``, passed to :func:`segment.io.read_stack`.
 
 from __future__ import annotations
 
-import tomllib
 import warnings
 from contextlib import contextmanager
 from dataclasses import replace
@@ -32,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..compat import tomllib
 from ..edges import EDGES
 from ..errors import CeimapInputError
 from ..lamella import Lamella

@@ -1,15 +1,15 @@
 """Synthetic lamellae with ground truth: SEM image, Ni-L and S-L STXM count stacks, annotations, truth.
 
 Every later stage of ceimap is tested against this truth, so the physics is explicit (see the modules):
-:mod:`~segment.synthetic.microstructure` (geometry on a fine grid), :mod:`~segment.synthetic.chemistry`
-(Ni e_g/t_2g of every pixel), :mod:`~segment.synthetic.spectra_model` (phase spectra),
-:mod:`~segment.synthetic.imaging` (STXM forward model), :mod:`~segment.synthetic.sem` (SEM rendering),
-:mod:`~segment.synthetic.annotations` (scribbles), :mod:`~segment.synthetic.truth` (truth tables) and
-:mod:`~segment.synthetic.files` (writing, loading, the example datasets).
+:mod:`~ceimap.segment.synthetic.microstructure` (geometry on a fine grid), :mod:`~ceimap.segment.synthetic.chemistry`
+(Ni e_g/t_2g of every pixel), :mod:`~ceimap.segment.synthetic.spectra_model` (phase spectra),
+:mod:`~ceimap.segment.synthetic.imaging` (STXM forward model), :mod:`~ceimap.segment.synthetic.sem` (SEM rendering),
+:mod:`~ceimap.segment.synthetic.annotations` (scribbles), :mod:`~ceimap.segment.synthetic.truth` (truth tables) and
+:mod:`~ceimap.segment.synthetic.files` (writing, loading, the example datasets).
 
 Examples
 --------
->>> from segment.synthetic import make_lamella
+>>> from ceimap.segment.synthetic import make_lamella
 >>> lam = make_lamella("cycled_4p25v", seed=7)              # doctest: +SKIP
 >>> sorted(lam.stacks)                                      # doctest: +SKIP
 ['Ni-L', 'S-L']

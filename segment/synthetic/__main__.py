@@ -1,4 +1,4 @@
-"""``python -m segment.synthetic OUT_DIR [NAME ...]`` — regenerate the example lamellae (all by default)."""
+"""``python -m ceimap.segment.synthetic OUT_DIR [NAME ...]`` — regenerate the example lamellae (all by default)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from .files import EXAMPLES, make_datasets
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m segment.synthetic",
+    parser = argparse.ArgumentParser(prog="python -m ceimap.segment.synthetic",
                                      description="Regenerate the synthetic example lamellae with their truth.")
     parser.add_argument("out_dir", help="output folder (e.g. datasets/)")
     parser.add_argument("names", nargs="*", metavar="NAME",

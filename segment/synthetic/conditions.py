@@ -1,7 +1,7 @@
 """Sample conditions of the paper as generator presets (what differs between the three lamellae).
 
 Each preset holds the *population* parameters of one condition; a particular lamella draws its own
-values from them (see :func:`segment.synthetic.spec.make_spec`).  Numbers come from Zhao, Yuan et al.
+values from them (see :func:`ceimap.segment.synthetic.spec.make_spec`).  Numbers come from Zhao, Yuan et al.
 (ACS Energy Lett.): interphase thickness 93 ± 43 nm after 100 cycles to 4.25 V and 89 ± 66 nm after
 100 cycles to 4.7 V, none resolvable after one charge; bulk NMC e_g/t_2g slightly higher after 4.25 V
 cycling and bimodal across particles after 4.7 V cycling; Ni reduced at NMC surfaces in contact with the

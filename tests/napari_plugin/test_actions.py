@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from napari_plugin import _actions as act
-from napari_plugin._layers import sem_layer, stack_layer
-from segment.lamella import SemImage
-from segment.register import similarity_matrix, transform_points
-from segment.stack import Stack
+from ceimap.napari_plugin import _actions as act
+from ceimap.napari_plugin._layers import sem_layer, stack_layer
+from ceimap.segment.lamella import SemImage
+from ceimap.segment.register import similarity_matrix, transform_points
+from ceimap.segment.stack import Stack
 
 SEM_PX, STXM_PX = 10.0, 40.0
 
@@ -149,7 +149,7 @@ def test_spectrum_at_a_world_point():
 
 def classify_scene(seed=0):
     """SEM (160², 10 nm) drawn from the od_scene phases (STXM 40², 40 nm, registered ×4) and sparse strokes."""
-    from segment.register import similarity_matrix
+    from ceimap.segment.register import similarity_matrix
 
     rng = np.random.default_rng(seed)
     stack, _ = od_scene(seed=seed)
@@ -206,8 +206,8 @@ def library_prediction(clf, maps):
 
 
 def test_feature_cache_holds_exactly_the_fresh_features():
-    from segment.classifier import lamella_samples
-    from segment.features import feature_image, features_at
+    from ceimap.segment.classifier import lamella_samples
+    from ceimap.segment.features import feature_image, features_at
 
     maps, live, strokes, _ = live_scene()
     c = live.cache

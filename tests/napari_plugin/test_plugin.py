@@ -17,13 +17,13 @@ npe2 = pytest.importorskip("npe2")
 
 from napari.layers import Layer  # noqa: E402
 
-from napari_plugin._layers import affine_stxm_to_world  # noqa: E402
-from napari_plugin._reader import (  # noqa: E402
+from ceimap.napari_plugin._layers import affine_stxm_to_world  # noqa: E402
+from ceimap.napari_plugin._reader import (  # noqa: E402
     get_reader, read_lamella_layers, read_run_folder, read_stack_layers,
 )
-from napari_plugin._writer import write_classes  # noqa: E402
-from segment.errors import CeimapInputError  # noqa: E402
-from segment.stack import Stack  # noqa: E402
+from ceimap.napari_plugin._writer import write_classes  # noqa: E402
+from ceimap.segment.errors import CeimapInputError  # noqa: E402
+from ceimap.segment.stack import Stack  # noqa: E402
 
 MANIFEST = Path(__file__).resolve().parents[2] / "napari_plugin" / "napari.yaml"
 SEM_NM, STXM_NM = 10.0, 40.0
@@ -61,7 +61,7 @@ def _counts_stack(n_e=5, ny=12, nx=16, seed=0):
 
 @pytest.fixture
 def lamella_files(tmp_path):
-    from segment.io import write_nxstxm, write_sem_tiff
+    from ceimap.segment.io import write_nxstxm, write_sem_tiff
 
     sem = np.random.default_rng(1).normal(100, 5, (48, 64)).astype(np.float32)
     write_sem_tiff(tmp_path / "sem.tif", sem, SEM_NM)
@@ -143,7 +143,7 @@ def test_nxstxm_reader_gives_od_stack_with_energy_slider(lamella_files):
 
 
 def test_tiff_stack_with_sidecar_is_read(tmp_path):
-    from segment.io import write_tiff_stack
+    from ceimap.segment.io import write_tiff_stack
 
     out = tmp_path / "stack.tif"
     write_tiff_stack(out, _counts_stack())
@@ -269,7 +269,7 @@ def test_run_folder_reader(tmp_path):
 # -- writer -----------------------------------------------------------------------------------------
 
 def test_writer_round_trips_through_read_annotations(tmp_path):
-    from segment.io import read_annotations, read_sem
+    from ceimap.segment.io import read_annotations, read_sem
 
     labels = np.zeros((15, 25), np.int32)
     labels[3:6, 4:9] = 2
@@ -297,7 +297,7 @@ def test_writer_refuses_non_class_labels(tmp_path):
 def test_every_sample_data_entry_opens(datasets_dir):
     from npe2 import PluginManifest
 
-    from segment.io import read_lamella
+    from ceimap.segment.io import read_lamella
 
     m = PluginManifest.from_file(MANIFEST)
     commands = {c.id: c for c in m.contributions.commands}

@@ -27,7 +27,7 @@ def test_viewer_opens_run_folder_with_ceimap_and_saves_labels(viewer, tmp_path):
 
     import tifffile
 
-    from segment.io import read_annotations
+    from ceimap.segment.io import read_annotations
 
     run = tmp_path / "run"
     run.mkdir()

@@ -32,10 +32,10 @@ def run_widget(qtbot, widget, timeout_s=120):
 
 
 def add_scene(viewer, counts=True):
-    from napari_plugin._layers import sem_layer, stack_layer
-    from napari_plugin._widgets import add_layers
-    from segment.lamella import SemImage
-    from segment.register import similarity_matrix
+    from ceimap.napari_plugin._layers import sem_layer, stack_layer
+    from ceimap.napari_plugin._widgets import add_layers
+    from ceimap.segment.lamella import SemImage
+    from ceimap.segment.register import similarity_matrix
 
     stack, _ = od_scene(counts=counts)
     sem = SemImage(np.random.default_rng(0).normal(100, 5, (170, 170)).astype(np.float32), SEM_PX, "user", "")
@@ -44,7 +44,7 @@ def add_scene(viewer, counts=True):
 
 
 def test_preprocess_and_decompose_widgets_add_their_layers(viewer, qtbot):
-    from napari_plugin._widgets import DecomposeWidget, PreprocessWidget
+    from ceimap.napari_plugin._widgets import DecomposeWidget, PreprocessWidget
 
     sem, stack = add_scene(viewer)
     pre = PreprocessWidget(viewer)
@@ -64,8 +64,8 @@ def test_preprocess_and_decompose_widgets_add_their_layers(viewer, qtbot):
 
 
 def test_register_widget_landmark_mode_updates_the_layer_in_place(viewer, qtbot):
-    from napari_plugin._widgets import RegisterWidget
-    from segment.register import similarity_matrix, transform_points
+    from ceimap.napari_plugin._widgets import RegisterWidget
+    from ceimap.segment.register import similarity_matrix, transform_points
 
     sem, stack = add_scene(viewer, counts=False)
     truth = similarity_matrix(STXM_PX / SEM_PX, 4.0, (20.0, 11.0))
@@ -86,7 +86,7 @@ def test_register_widget_landmark_mode_updates_the_layer_in_place(viewer, qtbot)
 
 
 def test_classify_widget_trains_predicts_relearns_live_and_saves(viewer, qtbot, tmp_path):
-    from napari_plugin._widgets import ClassifyWidget, add_layers
+    from ceimap.napari_plugin._widgets import ClassifyWidget, add_layers
     from tests.napari_plugin.test_actions import classify_scene
 
     sem_ns, od_ns, strokes, truth = classify_scene()
@@ -121,7 +121,7 @@ def test_classify_widget_trains_predicts_relearns_live_and_saves(viewer, qtbot, 
 
 
 def test_a_bad_choice_is_reported_not_raised(viewer, qtbot):
-    from napari_plugin._widgets import SegmentWidget
+    from ceimap.napari_plugin._widgets import SegmentWidget
 
     seg = SegmentWidget(viewer)
     assert seg.start() is None
@@ -132,8 +132,8 @@ def test_a_bad_choice_is_reported_not_raised(viewer, qtbot):
 def test_whole_workflow_on_the_4p25v_example(viewer, qtbot, tmp_path, datasets_dir):
     from sklearn.metrics import f1_score
 
-    from napari_plugin._widgets import MeasureWidget, PreprocessWidget, SegmentWidget
-    from segment.synthetic import load_truth
+    from ceimap.napari_plugin._widgets import MeasureWidget, PreprocessWidget, SegmentWidget
+    from ceimap.segment.synthetic import load_truth
 
     if not (datasets_dir / "cycled_4p25v" / "truth").is_dir():
         pytest.skip("example lamella not found")
@@ -165,10 +165,10 @@ def test_whole_workflow_on_the_4p25v_example(viewer, qtbot, tmp_path, datasets_d
 def test_classify_widget_on_the_4p25v_example_is_the_librarys_classifier(viewer, qtbot, datasets_dir):
     """Train → predict in the viewer on the example's strokes: the Labels layer shown is exactly the library's
     prediction (the plugin adds no science), so it reaches the classifier's F1 against the truth."""
-    from napari_plugin import _actions as act
-    from napari_plugin._widgets import ClassifyWidget, chosen_stacks
-    from segment.classifier import PixelClassifier, default_spec, lamella_samples, macro_f1
-    from segment.synthetic import load_truth
+    from ceimap.napari_plugin import _actions as act
+    from ceimap.napari_plugin._widgets import ClassifyWidget, chosen_stacks
+    from ceimap.segment.classifier import PixelClassifier, default_spec, lamella_samples, macro_f1
+    from ceimap.segment.synthetic import load_truth
 
     if not (datasets_dir / "cycled_4p25v" / "truth").is_dir():
         pytest.skip("example lamella not found")

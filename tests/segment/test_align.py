@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from segment.align import align_frames, apply_shifts, estimate_drift, valid_region
-from segment.stack import Stack
+from ceimap.segment.align import align_frames, apply_shifts, estimate_drift, valid_region
+from ceimap.segment.stack import Stack
 
 
 def _phantom(ny, nx, rng, n_blobs=12):
@@ -113,7 +113,7 @@ def test_align_frames_returns_aligned_stack():
 def test_shift_frames_equals_scipy_cubic_spline_shift():
     """The separable evaluation of precomputed spline coefficients is scipy's cubic-spline shift (to rounding),
     for small and large, positive and negative shifts (beyond the coefficient margin it falls back to scipy)."""
-    from segment.align import _shift_frames, _spline_coefficients
+    from ceimap.segment.align import _shift_frames, _spline_coefficients
 
     rng = np.random.default_rng(4)
     frames = rng.normal(size=(6, 40, 47)).cumsum(axis=1)

@@ -5,13 +5,13 @@ import pytest
 from scipy import ndimage
 from sklearn.metrics import f1_score
 
-from segment.assign import (VOID, Segmentation, classify_stxm, edge_signature, fit_interphase_thickness,
+from ceimap.segment.assign import (VOID, Segmentation, classify_stxm, edge_signature, fit_interphase_thickness,
                             interphase_thickness_map, mark_cracks, name_spectrum, od_noise_scale,
                             resolve_thin_rims, segment_lamella, snap_nmc_boundaries, split_empty, stxm_view,
                             to_reference_grid, tolerant_f1, union_grid)
-from segment.lamella import SemImage
-from segment.register import Registration
-from segment.stack import Stack
+from ceimap.segment.lamella import SemImage
+from ceimap.segment.register import Registration
+from ceimap.segment.stack import Stack
 
 NI_E = np.round(np.concatenate([np.arange(845.0, 848.0, 1.0), np.arange(848.0, 856.01, 0.25),
                                 np.arange(857.0, 875.01, 1.0)]), 3)
@@ -219,7 +219,7 @@ def test_union_grid_extends_the_reference_lattice_over_every_field():
 # STXM-grid chemistry on a simulated scene
 
 def _stxm_truth(truth, regs, shape):
-    from segment.register import labels_to_stxm
+    from ceimap.segment.register import labels_to_stxm
     return labels_to_stxm(truth, regs["Ni-L"].matrix, shape)
 
 
@@ -426,7 +426,7 @@ def test_thickness_map_carries_measured_amount_past_the_field_edge():
 def test_open_disk_equals_binary_opening_with_a_disk():
     from skimage.morphology import disk
 
-    from segment.assign import _open_disk
+    from ceimap.segment.assign import _open_disk
 
     rng = np.random.default_rng(3)
     for trial in range(60):
@@ -440,7 +440,7 @@ def test_open_disk_equals_binary_opening_with_a_disk():
 
 @pytest.mark.parametrize("shape, sigma", [((120, 90), 11.3), ((40, 33), 9.0), ((12, 15), 9.0), ((50, 60), 0.8)])
 def test_gaussian_filter_fft_equals_the_direct_filter(shape, sigma):
-    from segment.assign import _gaussian_filter_fft
+    from ceimap.segment.assign import _gaussian_filter_fft
 
     rng = np.random.default_rng(4)
     image = ndimage.gaussian_filter(rng.random(shape), 2.0) * 50.0 + (rng.random(shape) > 0.7)

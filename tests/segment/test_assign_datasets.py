@@ -1,7 +1,7 @@
 """Slow end-to-end checks of the segmentation on the example lamellae in ``datasets/`` against their truth.
 
 Raw files → drift alignment and OD (segment.align, segment.stack) → STXM→SEM registration
-(segment.register) → :func:`segment.assign.segment_lamella` → :func:`segment.particles.label_particles`,
+(segment.register) → :func:`ceimap.segment.assign.segment_lamella` → :func:`ceimap.segment.particles.label_particles`,
 scored against ``truth/``. Tolerances are what this implementation honestly reaches, with a small margin
 (measured on the shipped examples in brackets; project targets after the slash):
 
@@ -21,13 +21,13 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from segment.align import align_frames
-from segment.assign import segment_lamella, tolerant_f1
-from segment.io import read_lamella
-from segment.particles import label_particles, match_particles
-from segment.register import contrast_image, register_stxm_to_sem
-from segment.stack import optical_density
-from segment.synthetic import load_truth
+from ceimap.segment.align import align_frames
+from ceimap.segment.assign import segment_lamella, tolerant_f1
+from ceimap.segment.io import read_lamella
+from ceimap.segment.particles import label_particles, match_particles
+from ceimap.segment.register import contrast_image, register_stxm_to_sem
+from ceimap.segment.stack import optical_density
+from ceimap.segment.synthetic import load_truth
 
 _CACHE = {}
 

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from segment.classifier import (MODEL_FORMAT_VERSION, PixelClassifier, _content_hash, entropy_map,
+from ceimap.segment.classifier import (MODEL_FORMAT_VERSION, PixelClassifier, _content_hash, entropy_map,
                                 lamella_samples, leave_one_lamella_out, macro_f1, read_model_file)
-from segment.errors import CeimapInputError
-from segment.features import FeatureSpec
-from segment.lamella import SemImage
-from segment.register import Registration
-from segment.stack import Stack
+from ceimap.segment.errors import CeimapInputError
+from ceimap.segment.features import FeatureSpec
+from ceimap.segment.lamella import SemImage
+from ceimap.segment.register import Registration
+from ceimap.segment.stack import Stack
 
 NI_E = np.linspace(844.0, 858.0, 29)
 S_E = np.linspace(156.0, 170.0, 29)
@@ -138,7 +138,7 @@ def test_predict_proba_tile_lattice_matches_rows(trained):
 
 def test_forest_blocks_equal_scikit_learn(trained):
     """The block-wise forest evaluation gives scikit-learn's predict_proba, bit for bit."""
-    from segment.classifier import _FOREST_CHUNK, _predict_proba
+    from ceimap.segment.classifier import _FOREST_CHUNK, _predict_proba
 
     clf, samples = trained
     rng = np.random.default_rng(0)
@@ -154,7 +154,7 @@ def test_forest_blocks_equal_scikit_learn(trained):
 def test_predict_equals_the_cached_feature_tiles_path(trained):
     """``predict`` computes features only where the forest needs them (and only the columns its trees split
     on); the napari widget classifies whole cached feature tiles: the same probabilities, exactly."""
-    from segment.features import feature_tile, normalise_sem, spectral_maps, tile_slices
+    from ceimap.segment.features import feature_tile, normalise_sem, spectral_maps, tile_slices
 
     clf, _ = trained
     assert 0 < len(clf.used_columns) <= len(SPEC.names)
@@ -172,7 +172,7 @@ def test_predict_equals_the_cached_feature_tiles_path(trained):
 def test_boundary_refinement_moves_misplaced_boundaries_back():
     """A map whose NMC grew and whose void shrank by two pixels (where a forest on smoothed features puts its
     boundaries) is brought back to the SEM's edges; interphase stays where the map had it."""
-    from segment.classifier import refine_boundaries
+    from ceimap.segment.classifier import refine_boundaries
 
     sem, _, _, _, _, truth, _ = make_lamella(0)
     nmc, void = truth == 1, truth == 4
@@ -193,7 +193,7 @@ def test_boundary_refinement_moves_misplaced_boundaries_back():
 def test_run_with_model_refines_and_keeps_probabilities_consistent(trained):
     """``classify_with_model`` (``ceimap run --model``) refines boundaries, records it, and its probabilities
     still name the map's class as the most probable (refined pixels swap the two classes' probabilities)."""
-    from segment.pipeline import classify_with_model
+    from ceimap.segment.pipeline import classify_with_model
 
     clf, _ = trained
     sem, ods, regs, eg, se, truth, _ = make_lamella(1)
@@ -210,7 +210,7 @@ def test_run_with_model_refines_and_keeps_probabilities_consistent(trained):
 def _band_scene(thickness_px=6, unmeasured_right=False):
     """Two NMC disks in electrolyte on a 10 nm SEM grid, each with a band of ``thickness_px``; the chemistry grid
     is 3× coarser and measures the band's fraction through a 50 nm probe (optionally not the right half)."""
-    from segment.assign import stxm_view
+    from ceimap.segment.assign import stxm_view
 
     n = 150
     yy, xx = np.mgrid[0:n, 0:n]
@@ -233,7 +233,7 @@ def _band_scene(thickness_px=6, unmeasured_right=False):
 def test_interphase_band_reproduces_the_measured_band():
     """The band whose view through the probe matches the measured fractions is the band that was measured
     (60 nm here); a 10 nm band, below half the probe, is not drawn (a sharp edge's partial-volume residual)."""
-    from segment.assign import interphase_band
+    from ceimap.segment.assign import interphase_band
 
     nmc, band, chem, matrix = _band_scene(6)
     out = interphase_band(nmc, ~nmc, chem, matrix, 10.0, 30.0, psf_fwhm_nm=50.0)
@@ -248,7 +248,7 @@ def test_interphase_band_reproduces_the_measured_band():
 def test_interphase_band_beyond_the_field_and_support():
     """Beyond the measured field a surface gets the measured surfaces' median thickness (only when asked);
     pieces of band holding none of the ``support`` are not drawn."""
-    from segment.assign import interphase_band
+    from ceimap.segment.assign import interphase_band
 
     nmc, band, chem, matrix = _band_scene(6, unmeasured_right=True)
     right = np.zeros_like(nmc)
@@ -275,7 +275,7 @@ def test_interphase_band_beyond_the_field_and_support():
 def test_place_interphase_keeps_the_classifier_when_the_chemistry_measures_none(trained):
     """The toy scene's S-edge shift lives in its S-edge map only, not in the OD spectra: the chemistry measures
     no interphase, so the classifier's interphase stays; a map without interphase is returned as it is."""
-    from segment.classifier import place_interphase
+    from ceimap.segment.classifier import place_interphase
 
     clf, _ = trained
     sem, ods, regs, eg, se, truth, _ = make_lamella(0)
@@ -452,7 +452,7 @@ def test_no_pickle_loading_anywhere():
         r"\bdill\b", r"\bcloudpickle\b", r"torch\.load\(",
     ]))
     offenders = []
-    for folder in ("segment", "stats", "napari_plugin", "benchmarks", "tools"):
+    for folder in ("ceimap", "segment", "stats", "napari_plugin", "benchmarks", "tools"):
         for path in (REPO / folder).rglob("*.py"):
             for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
                 if forbidden.search(line):
@@ -466,9 +466,9 @@ def example_figures(datasets_dir, tmp_path_factory):
 
     Returns {name: (macro F1, per-class F1, fraction of the lamella called interphase)}.
     """
-    from segment.io import read_annotations, read_lamella
-    from segment.pipeline import classify_with_model, preprocess_lamella, train_classifier
-    from segment.synthetic import load_truth
+    from ceimap.segment.io import read_annotations, read_lamella
+    from ceimap.segment.pipeline import classify_with_model, preprocess_lamella, train_classifier
+    from ceimap.segment.synthetic import load_truth
 
     lamellae = {name: read_lamella(datasets_dir / name / "lamella.toml")
                 for name in ("cycled_4p25v", "cycled_4p7v", "charged")}

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import optimize
 
-from segment.decompose import (Decomposition, kmeans, marchenko_pastur_median, nmf, nnls_fit, pca,
+from ceimap.segment.decompose import (Decomposition, kmeans, marchenko_pastur_median, nmf, nnls_fit, pca,
                                optimal_rank_threshold)
 
 

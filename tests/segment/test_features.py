@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from segment.features import (FEATURE_SPEC_VERSION, FeatureSpec, _smooth, feature_image, features_at,
+from ceimap.segment.features import (FEATURE_SPEC_VERSION, FeatureSpec, _smooth, feature_image, features_at,
                               normalise_sem, sem_filter_bank, spectral_maps)
-from segment.stack import Stack
+from ceimap.segment.stack import Stack
 
 NI_E = np.linspace(844.0, 858.0, 29)
 S_E = np.linspace(156.0, 170.0, 29)
@@ -149,7 +149,7 @@ def test_invalid_ratio_does_not_bleed_into_neighbours():
 
 def test_pyramid_scales_match_full_resolution():
     """A scale computed on block means and interpolated back ≈ the same scale computed on every pixel."""
-    from segment.features import _decimation, _scale_filters, _smooth
+    from ceimap.segment.features import _decimation, _scale_filters, _smooth
 
     rng = np.random.default_rng(3)
     img = ndimage.gaussian_filter(rng.normal(size=(256, 256)), 2.0).astype(np.float32)
@@ -169,7 +169,7 @@ def test_pyramid_scales_match_full_resolution():
 
 
 def test_upsample_is_exact_for_a_ramp():
-    from segment.features import _block_mean, _upsample
+    from ceimap.segment.features import _block_mean, _upsample
 
     yy, xx = np.mgrid[0:64, 0:48].astype(np.float32)
     ramp = 0.5 * yy - 2.0 * xx
@@ -178,7 +178,7 @@ def test_upsample_is_exact_for_a_ramp():
 
 
 def test_feature_tile_equals_iterated_tiles():
-    from segment.features import feature_tile, iter_feature_tiles, tile_slices
+    from ceimap.segment.features import feature_tile, iter_feature_tiles, tile_slices
 
     sem, _, _ = scene()
     ni, s, pos = stxm_maps()
@@ -200,7 +200,7 @@ def test_feature_tile_equals_iterated_tiles():
 def test_tile_sampler_equals_feature_tile_bit_for_bit(tile_px):
     """Features sampled at chosen pixels (lattice + boundary pixels in prediction) are those of the whole tile,
     exactly; columns not asked for are 0 and the others unchanged."""
-    from segment.features import feature_tile, sem_pyramid, spectral_sources, tile_sampler, tile_slices
+    from ceimap.segment.features import feature_tile, sem_pyramid, spectral_sources, tile_sampler, tile_slices
 
     sem, _, _ = scene()
     ni, s, pos = stxm_maps()

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from segment.particles import label_particles, match_particles, relabel_raster_order
+from ceimap.segment.particles import label_particles, match_particles, relabel_raster_order
 
 
 def _disc(shape, cy, cx, r):

@@ -12,13 +12,13 @@ import dataclasses
 import numpy as np
 import pytest
 
-from segment.errors import CeimapInputError
-from segment.pipeline import edge_workers, preprocess_lamella
+from ceimap.segment.errors import CeimapInputError
+from ceimap.segment.pipeline import edge_workers, preprocess_lamella
 
 
 @pytest.fixture(scope="module")
 def small_lamella(small_lamella_manifest):
-    from segment.io import read_lamella
+    from ceimap.segment.io import read_lamella
 
     lamella = read_lamella(small_lamella_manifest)
     assert len(lamella.stacks) == 2  # Ni-L and S-L: two edges to spread over two workers

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import ndimage, stats
 
-from segment.register import (
+from ceimap.segment.register import (
     CHANCE_ALPHA,
     Registration,
     RegistrationError,
@@ -23,8 +23,8 @@ from segment.register import (
     transform_points,
     warp_to_sem,
 )
-from segment.errors import CeimapInputError
-from segment.stack import Stack
+from ceimap.segment.errors import CeimapInputError
+from ceimap.segment.stack import Stack
 
 # STXM pixel (x, y) covers SEM pixels 4x .. 4x+3: centre (x, y) -> (4x + 1.5, 4y + 1.5)
 M4 = np.array([[4.0, 0.0, 1.5], [0.0, 4.0, 1.5], [0.0, 0.0, 1.0]])
@@ -338,10 +338,10 @@ def processed_cycled(datasets_dir):
     lam = datasets_dir / "cycled_4p25v"
     if not (lam / "ni_l.hdf5").exists():
         pytest.skip(f"example lamella not found in {lam}")
-    from segment.align import align_frames
-    from segment.io import read_sem, read_stack
-    from segment.stack import optical_density
-    from segment.synthetic import load_truth
+    from ceimap.segment.align import align_frames
+    from ceimap.segment.io import read_sem, read_stack
+    from ceimap.segment.stack import optical_density
+    from ceimap.segment.synthetic import load_truth
 
     truth = load_truth(lam)
     sem = read_sem(lam / "sem.tif")
@@ -376,7 +376,7 @@ def test_dataset_drift_and_registration(processed_cycled, edge):
 
 @pytest.mark.slow
 def test_dataset_per_particle_egt2g(processed_cycled):
-    from segment.spectra import egt2g_map
+    from ceimap.segment.spectra import egt2g_map
 
     truth = processed_cycled["truth"]
     p = processed_cycled["Ni-L"]
@@ -398,7 +398,7 @@ def test_dataset_per_particle_egt2g(processed_cycled):
 
 @pytest.mark.slow
 def test_dataset_s_edge_shift(processed_cycled):
-    from segment.spectra import fit_s_edge, mean_spectra_by_label
+    from ceimap.segment.spectra import fit_s_edge, mean_spectra_by_label
 
     truth = processed_cycled["truth"]
     p = processed_cycled["S-L"]

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from segment.spectra import (
+from ceimap.segment.spectra import (
     arctan_step,
     egt2g_map,
     fit_s_edge,
@@ -11,7 +11,7 @@ from segment.spectra import (
     mean_spectra_by_label,
     s_edge_map,
 )
-from segment.stack import Stack
+from ceimap.segment.stack import Stack
 
 NI_E = np.round(np.concatenate([np.arange(844, 848, 0.5), np.arange(848, 855, 0.2),
                                 np.arange(855, 858.1, 0.5)]), 3)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from segment.stack import Stack, find_i0, normalised_counts, optical_density
+from ceimap.segment.stack import Stack, find_i0, normalised_counts, optical_density
 
 
 def _lamella_counts(seed=0, i0_level=2000.0, n_e=30, ny=40, nx=50, empty_cols=10):

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from segment import CLASS_CODES
-from segment.synthetic import CONDITIONS, load_truth, make_lamella, make_spec, write_lamella
-from segment.synthetic.chemistry import particle_parameters
-from segment.synthetic.imaging import drift_walk
-from segment.synthetic.microstructure import make_microstructure
-from segment.synthetic.spec import ni_l_energies, s_l_energies
-from segment.synthetic.spectra_model import SpectraModel, l3_amplitudes, ni_basis, s_basis
+from ceimap.segment import CLASS_CODES
+from ceimap.segment.synthetic import CONDITIONS, load_truth, make_lamella, make_spec, write_lamella
+from ceimap.segment.synthetic.chemistry import particle_parameters
+from ceimap.segment.synthetic.imaging import drift_walk
+from ceimap.segment.synthetic.microstructure import make_microstructure
+from ceimap.segment.synthetic.spec import ni_l_energies, s_l_energies
+from ceimap.segment.synthetic.spectra_model import SpectraModel, l3_amplitudes, ni_basis, s_basis
 
 SMALL = dict(field_width_nm=2600.0, field_height_nm=2500.0, n_particles=4, n_free_voids=1)
 
@@ -251,7 +251,7 @@ def test_same_seed_identical_other_seed_different():
 
 
 def test_write_and_load_round_trip(tmp_path, small_cycled):
-    from segment.io import read_annotations, read_lamella
+    from ceimap.segment.io import read_annotations, read_lamella
 
     manifest = write_lamella(small_cycled, tmp_path / "lam")
     lam = read_lamella(manifest)
@@ -277,14 +277,14 @@ def test_write_and_load_round_trip(tmp_path, small_cycled):
 
 
 def test_load_truth_refuses_a_folder_without_truth(tmp_path):
-    from segment.errors import CeimapInputError
+    from ceimap.segment.errors import CeimapInputError
 
     with pytest.raises(CeimapInputError, match="truth"):
         load_truth(tmp_path)
 
 
 def test_command_line_refuses_unknown_example(tmp_path, capsys):
-    from segment.synthetic.__main__ import main
+    from ceimap.segment.synthetic.__main__ import main
 
     with pytest.raises(SystemExit) as exc:
         main([str(tmp_path), "no_such_condition"])

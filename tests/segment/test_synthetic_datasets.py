@@ -7,19 +7,19 @@ import pytest
 import tifffile
 from scipy import ndimage as ndi
 
-from segment import CLASS_CODES
-from segment.synthetic import CONDITIONS, EXAMPLES, load_truth, make_lamella
+from ceimap.segment import CLASS_CODES
+from ceimap.segment.synthetic import CONDITIONS, EXAMPLES, load_truth, make_lamella
 
 NAMES = list(EXAMPLES)
 
 
 @pytest.fixture(scope="module", params=NAMES)
 def example(request, datasets_dir):
-    from segment.io import read_lamella
+    from ceimap.segment.io import read_lamella
 
     folder = datasets_dir / request.param
     if not (folder / "lamella.toml").is_file():
-        pytest.skip(f"{folder} not generated (python -m segment.synthetic datasets)")
+        pytest.skip(f"{folder} not generated (python -m ceimap.segment.synthetic datasets)")
     return request.param, read_lamella(folder / "lamella.toml"), load_truth(folder)
 
 
@@ -210,7 +210,7 @@ def _same(a, b, what, equal_nan=False):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_regenerating_an_example_reproduces_the_committed_arrays(name, datasets_dir):
-    from segment.io import read_stack
+    from ceimap.segment.io import read_stack
 
     folder = datasets_dir / name
     if not (folder / "lamella.toml").is_file():

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from segment.classifier import PixelClassifier, lamella_samples
-from segment.tiles import classify_tiled, is_large, write_tiled_tiff
+from ceimap.segment.classifier import PixelClassifier, lamella_samples
+from ceimap.segment.tiles import classify_tiled, is_large, write_tiled_tiff
 from test_classifier import FAST, SPEC, make_lamella  # the classifier tests' small synthetic lamella
 
 
@@ -51,12 +51,12 @@ def test_large_threshold():
 
 
 def test_pipeline_classifies_a_large_sem_tile_by_tile(scene, monkeypatch):
-    import segment.tiles
-    from segment.pipeline import classify_with_model
+    from ceimap.segment import tiles
+    from ceimap.segment.pipeline import classify_with_model
 
     clf, sem, ods, regs, eg, se = scene
     whole = classify_with_model(clf, ods, regs, sem, egt2g=eg, s_edge=se)
-    monkeypatch.setattr(segment.tiles, "LARGE_SEM_PIXELS", 50 * 50)     # the 120² scene counts as large
+    monkeypatch.setattr(tiles, "LARGE_SEM_PIXELS", 50 * 50)     # the 120² scene counts as large
     tiled = classify_with_model(clf, ods, regs, sem, egt2g=eg, s_edge=se)   # 1024² tiles: one tile, as whole
     np.testing.assert_array_equal(tiled.classes, whole.classes)
     np.testing.assert_allclose(tiled.details["entropy"], whole.details["entropy"], rtol=0, atol=1e-6)

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from scipy import special, stats
 
-from segment.register import label_fractions_on_stxm
-from segment.spectra import arctan_step, gaussian
-from segment.stack import Stack
-from stats.analysis import analyse_maps, class_fractions, to_json_ready
-from stats.tables import PARTICLE_COLUMNS
-from stats.thickness import THICKNESS_COLUMNS
+from ceimap.segment.register import label_fractions_on_stxm
+from ceimap.segment.spectra import arctan_step, gaussian
+from ceimap.segment.stack import Stack
+from ceimap.stats.analysis import analyse_maps, class_fractions, to_json_ready
+from ceimap.stats.tables import PARTICLE_COLUMNS
+from ceimap.stats.thickness import THICKNESS_COLUMNS
 from stats_scenes import NI_MATRIX, SEM_PIXEL_NM, STXM_PIXEL_NM, lamella_scene
 
 CONTRACT_KEYS = {"sem_pixel_nm", "class_fractions", "n_particles", "interphase_thickness_nm", "egt2g", "tests",
@@ -170,7 +170,7 @@ def test_generated_lamellae_on_truth_maps(condition, null, seeds):
     holding reduced Ni): nulls are not significant unless the truth map itself differs (the generator's
     intraparticle field can make a 'null' lamella's true band means differ), the effect is detected, 4.7 V is
     bimodal."""
-    from segment.synthetic import make_lamella
+    from ceimap.segment.synthetic import make_lamella
     from stats_scenes import ni_map_from_truth
 
     for seed in seeds:

@@ -9,8 +9,8 @@ import tifffile
 
 pytest.importorskip("distributed")
 
-from segment.errors import CeimapInputError  # noqa: E402
-from stats.batch import plan_batch, run_batch  # noqa: E402
+from ceimap.segment.errors import CeimapInputError  # noqa: E402
+from ceimap.stats.batch import plan_batch, run_batch  # noqa: E402
 
 
 def _bad_manifest(folder, name="broken"):
@@ -59,9 +59,9 @@ def small_lamella(small_lamella_manifest):
 def test_batch_on_an_external_scheduler_equals_the_serial_run(small_lamella, tmp_path):
     from distributed import LocalCluster
 
-    from segment.io import read_lamella
-    from stats.cli import main
-    from stats.run import run_lamella
+    from ceimap.segment.io import read_lamella
+    from ceimap.stats.cli import main
+    from ceimap.stats.run import run_lamella
 
     serial = tmp_path / "serial"
     run_lamella(read_lamella(small_lamella), serial)
@@ -97,7 +97,7 @@ def test_local_cluster_workers_keep_glibc_malloc_thresholds(monkeypatch):
     """dask's default MALLOC_TRIM_THRESHOLD_ (every array above 128 KiB a fresh mmap: 5x the system time of a run)
     is not given to the batch's workers, even when an earlier cluster left it in this process's environment;
     dask's one-thread-per-worker settings are."""
-    from stats.batch import _client
+    from ceimap.stats.batch import _client
 
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")  # as a nanny started before leaves it
     client, cluster = _client(None, 1)

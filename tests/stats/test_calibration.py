@@ -22,8 +22,8 @@ import pytest
 from scipy import stats
 from scipy.signal import lfilter
 
-from stats.distributions import bimodality
-from stats.inference import naive_pixel_test, surface_electrolyte_vs_void, welch_t
+from ceimap.stats.distributions import bimodality
+from ceimap.stats.inference import naive_pixel_test, surface_electrolyte_vs_void, welch_t
 
 ALPHA = 0.05
 N_NULL = 400
@@ -46,7 +46,7 @@ def hierarchical_lamella(rng, effect=0.0, particle_sd=0.09, field_sd=0.04, corr_
     """Native pixels of the two surface bands of 10–16 particles, and the per-particle table of band means.
 
     ``pixels`` holds the pixel values of each band (arrays) and ``frame()``, the pixel table as
-    :func:`stats.regions.pixel_table` has it (built on demand: pandas is the slow part of these simulations).
+    :func:`ceimap.stats.regions.pixel_table` has it (built on demand: pandas is the slow part of these simulations).
 
     Per particle: a random effect ``N(0, particle_sd²)``, an AR(1) field along its perimeter (sd ``field_sd``,
     correlation length ``corr_px`` pixels) on which the electrolyte band (5–60 pixels) and, a gap further,
@@ -172,13 +172,13 @@ def test_bimodality_rule_detects_two_separated_groups():
 
 
 def test_band_start_rule_tolerance_keeps_the_level():
-    """The surface-band start rule (:func:`stats.regions.surface_start_from_data`) lets a contamination bias of
+    """The surface-band start rule (:func:`ceimap.stats.regions.surface_start_from_data`) lets a contamination bias of
     up to k·SE remain, SE the standard error of the lamella's own per-particle paired difference and k from
-    :func:`stats.regions.bias_tolerance` at max_fpr = 0.06. On hierarchical null lamellae with exactly that
+    :func:`ceimap.stats.regions.bias_tolerance` at max_fpr = 0.06. On hierarchical null lamellae with exactly that
     bias added to every electrolyte band (the worst the rule allows) the paired t still rejects ≤ 0.07 of 400
     (expected 0.06; binomial sd 0.012), while a bias 3× as large rejects clearly more often (the same draws:
     the difference is not noise)."""
-    from stats.regions import bias_tolerance
+    from ceimap.stats.regions import bias_tolerance
 
     rng = np.random.default_rng(20265)
     rejected, rejected_3k = [], []

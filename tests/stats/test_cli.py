@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-from stats.cli import main
-from stats.outputs import AtomicFolder, check_output_folder
-from segment.errors import CeimapInputError
+from ceimap.stats.cli import main
+from ceimap.stats.outputs import AtomicFolder, check_output_folder
+from ceimap.segment.errors import CeimapInputError
 
 
 def test_usage_error_exits_2(capsys):
@@ -81,8 +81,9 @@ def test_atomic_folder_failure_leaves_previous_result(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["run"]  # no partial folder left behind
 
 
-def test_console_script_help():
-    result = subprocess.run([sys.executable, "-m", "stats.cli", "--help"], capture_output=True, text=True)
+def test_console_script_help(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "ceimap.stats.cli", "--help"], capture_output=True, text=True,
+                            cwd=tmp_path)  # outside the repository: its ceimap/ folder would hide a non-editable install
     assert result.returncode == 0
     for command in ("demo", "run", "compare", "report"):
         assert command in result.stdout
@@ -147,8 +148,8 @@ def test_train_refuses_annotations_of_another_shape(tmp_path, datasets_dir, caps
 def test_run_model_refusals(tmp_path, datasets_dir, capsys):
     import numpy as np
 
-    from segment.classifier import PixelClassifier, TrainingSamples
-    from segment.features import FeatureSpec
+    from ceimap.segment.classifier import PixelClassifier, TrainingSamples
+    from ceimap.segment.features import FeatureSpec
 
     manifest = datasets_dir / "charged" / "lamella.toml"
     out = tmp_path / "out"
@@ -173,7 +174,7 @@ def test_run_model_refusals(tmp_path, datasets_dir, capsys):
 
 
 def test_train_arguments_group_by_lamella():
-    from stats.cli import parse_train_args
+    from ceimap.stats.cli import parse_train_args
 
     groups, options = parse_train_args([
         "a/lamella.toml", "--annotations", "a/extra.tif",
@@ -187,3 +188,26 @@ def test_train_arguments_group_by_lamella():
     assert options == {"overwrite": True, "estimator": "random_forest", "seed": 7, "out": "model.npz"}
     with pytest.raises(CeimapInputError, match="given twice"):
         parse_train_args(["a.toml", "--annotations", "x.tif", "--annotations", "y.tif", "--out", "m"])
+
+
+def test_demo_records_the_final_run_folders(tmp_path, small_lamella_manifest):
+    """``ceimap demo`` builds its results in a temporary folder and renames it into place: every path its
+    outputs record names the final location (no ``.partial-`` folder, which no longer exists)."""
+    import re
+    import shutil
+
+    datasets = tmp_path / "datasets"
+    for name, sample in (("one", "first sample"), ("two", "second sample")):
+        folder = shutil.copytree(small_lamella_manifest.parent, datasets / name)
+        text = (folder / "lamella.toml").read_text()
+        text = re.sub(r'(?m)^name = ".*"$', f'name = "{name}"', text)
+        (folder / "lamella.toml").write_text(re.sub(r'(?m)^sample = ".*"$', f'sample = "{sample}"', text))
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--datasets", str(datasets)]) == 0
+    compare = json.loads((out / "compare" / "compare.json").read_text())
+    assert compare["run_dirs"] == [str((out / "one").resolve()), str((out / "two").resolve())]
+    report = (out / "compare" / "report.html").read_text()
+    assert all(f"<code>{d}</code>" in report for d in compare["run_dirs"])
+    written = [p for p in out.rglob("*") if p.suffix in (".json", ".html", ".csv")]
+    assert len(written) > 10
+    assert [p for p in written if ".partial-" in p.read_text(encoding="utf-8")] == []

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from scipy import stats as st
 
-from segment.errors import CeimapInputError
-from stats.compare import compare_runs, location_test, spread_test, write_compare
+from ceimap.segment.errors import CeimapInputError
+from ceimap.stats.compare import compare_runs, location_test, spread_test, write_compare
 
 # evenly spaced standard-normal quantiles: deterministic samples with exactly known shape
 Z10 = st.norm.ppf((np.arange(10) + 0.5) / 10)

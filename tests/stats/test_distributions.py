@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from stats.distributions import (PAPER_RANGE, bimodality, bimodality_coefficient, dip_test, histogram,
+from ceimap.stats.distributions import (PAPER_RANGE, bimodality, bimodality_coefficient, dip_test, histogram,
                                  mixture_test)
 
 

@@ -12,7 +12,7 @@ import pytest
 import tifffile
 from sklearn.metrics import f1_score
 
-from stats.cli import main
+from ceimap.stats.cli import main
 
 pytestmark = pytest.mark.slow
 
@@ -124,6 +124,7 @@ def test_compare_outputs(demo_out):
     assert {"p_value", "method", "per_sample"} <= set(compare["interphase_thickness"])
     assert {"p_value", "method"} <= set(compare["egt2g_bulk"])
     assert (demo_out / "compare" / "report.html").is_file()
+    assert compare["run_dirs"] == [str(demo_out.resolve() / name) for name in EXAMPLES]  # where they are now
 
 
 def test_report_rerenders_without_recomputing(demo_out, tmp_path):
@@ -164,9 +165,9 @@ def test_cycled_4p25v_against_truth(demo_out, datasets_dir, record_property):
 def test_registration_within_5_nm_on_every_stack(demo_out, datasets_dir, name):
     """Issue 3: mean error of the mapped STXM grid corners <= 5 nm on every stack (measured 1.8–3.4 nm).
     The truth maps frame-0 pixels; the aligned grid's pixel x shows frame-0 pixel x + d0 (d0: frame 0's drift)."""
-    from segment.register import transform_points
+    from ceimap.segment.register import transform_points
 
-    from segment.synthetic import load_truth
+    from ceimap.segment.synthetic import load_truth
 
     reg = json.loads((demo_out / name / "registration.json").read_text())
     truth = load_truth(datasets_dir / name)
@@ -320,7 +321,7 @@ def test_paper_surface_effect_of_the_two_cycled_lamellae_combined_p_below_0p01(d
     """The paper's conclusion over its cycled cells: each cycled lamella's own paired test (particles as units)
     combined by weighted Stouffer in ``ceimap compare`` gives electrolyte contact lower than void-adjacent
     surfaces with two-tailed p < 0.01 (4.25 V alone reaches it; 4.7 V alone does not: SURFACE_XFAIL)."""
-    from stats.compare import compare_runs
+    from ceimap.stats.compare import compare_runs
 
     result = compare_runs([demo_out / name for name in CYCLED])
     combined = result["surface_electrolyte_vs_void_combined"]

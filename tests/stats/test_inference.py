@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from stats.inference import (combined_surface_test, correlation, correlations, edge_shift, holm_correlations, naive_pixel_test, paired_t,
+from ceimap.stats.inference import (combined_surface_test, correlation, correlations, edge_shift, holm_correlations, naive_pixel_test, paired_t,
                              pixel_mixed_model, surface_electrolyte_vs_void, welch_t, wilcoxon_signed_rank)
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 import tifffile
 
-import stats.outputs as outputs
+import ceimap.stats.outputs as outputs
 
 
 def test_large_maps_are_tiled_and_read_back_identical(tmp_path, monkeypatch):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from stats.regions import (REGION_CODES, REGION_NAMES, contact_classes, default_distances, pixel_table,
+from ceimap.stats.regions import (REGION_CODES, REGION_NAMES, contact_classes, default_distances, pixel_table,
                            sem_regions, stxm_regions)
 from stats_scenes import NI_MATRIX, lamella_scene
 
@@ -152,7 +152,7 @@ def test_thin_rim_between_nmc_and_void_does_not_make_an_electrolyte_contact(half
 # ---- where the surface bands start: derived from the lamella (stats.regions.surface_start_from_data) ----
 
 def _start(scene, **kwargs):
-    from stats.regions import surface_start_from_data
+    from ceimap.stats.regions import surface_start_from_data
 
     return surface_start_from_data(scene["classes"], scene["particles"], 10.0, NI_MATRIX, 40.0, 50.0,
                                    scene["egt2g"], scene["egt2g_sigma"], scene["egt2g_valid"],
@@ -227,7 +227,7 @@ def test_surface_start_falls_back_when_the_data_cannot_tell():
 
 def test_bias_tolerance_keeps_the_false_positive_rate():
     """A bias of k·SE on a paired t test with n pairs rejects at α = 0.05 at the rate max_fpr (simulated)."""
-    from stats.regions import bias_tolerance
+    from ceimap.stats.regions import bias_tolerance
 
     n, fpr = 8, 0.06
     k = bias_tolerance(n, fpr)

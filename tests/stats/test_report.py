@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import tifffile
 
-from stats.report import write_report
+from ceimap.stats.report import write_report
 
 SEM_PIXEL_NM = 10.0
 STXM_PIXEL_NM = 40.0
@@ -180,12 +180,12 @@ def test_report_missing_optional_pieces_say_not_available(tmp_path):
     assert "not available" in text
     assert "no S-L stack" in text
     assert "no particles" in text
-    assert "NaN" not in text and "nan" not in re.sub(r"data:image/png;base64,[^\"]+", "", text).lower().split(
-        "<style>")[0]
+    readable = re.sub(r"data:image/png;base64,[^\"]+", "", text)  # a figure's base64 may spell NaN by chance
+    assert "NaN" not in readable and "nan" not in readable.lower().split("<style>")[0]
 
 
 def test_report_refuses_a_missing_folder(tmp_path):
-    from segment.errors import CeimapInputError
+    from ceimap.segment.errors import CeimapInputError
 
     with pytest.raises(CeimapInputError, match="not a run folder"):
         write_report(tmp_path / "nope")
@@ -262,7 +262,7 @@ def test_report_reads_correlations_on_the_holm_adjusted_p(tmp_path):
 def test_registration_table_shows_the_chance_test_and_an_accepted_failure():
     """The registration table states whether each edge's match beat its turned/mirrored copies, and flags a
     registration kept with --accept-registration although it did not."""
-    from stats.report import _registration_section
+    from ceimap.stats.report import _registration_section
 
     def edge(better):
         test = {"better_than_chance": better, "edge_correlation": {"z": 63.0 if better else 1.2},
@@ -286,8 +286,8 @@ def _without_stamp(text):
 def test_report_drawn_with_a_worker_process_is_the_same_page(tmp_path):
     """``render_report(pool=...)``: the largest figures drawn in a spawned worker from the folder's files give
     the page drawn here alone (images byte for byte, text apart from the rendering time stamp)."""
-    from segment.workers import spawn_pool
-    from stats.report import _OFFLOADED, render_report
+    from ceimap.segment.workers import spawn_pool
+    from ceimap.stats.report import _OFFLOADED, render_report
 
     run = make_fake_run(tmp_path / "run")
     alone = render_report(run)
@@ -302,7 +302,7 @@ def test_report_worker_errors_reach_the_caller(tmp_path, monkeypatch):
     """A section failing in the worker fails the report (nothing half-drawn is written)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    import stats.report as report
+    import ceimap.stats.report as report
 
     def broken(run):
         raise RuntimeError("maps went wrong")

@@ -1,7 +1,7 @@
 """``ceimap run`` with its worker process gives what ``run_lamella`` gives alone, file for file.
 
 The command starts one spawned worker that preprocesses and registers the second edge and later draws half of
-the report (:func:`stats.cli._worker_pool`, :func:`stats.report.render_report`); nothing in the results may
+the report (:func:`ceimap.stats.cli._worker_pool`, :func:`ceimap.stats.report.render_report`); nothing in the results may
 depend on that. Only the run's time stamps (``created_utc``, step timings, the report's "rendered" line)
 differ between two runs.
 """
@@ -13,8 +13,8 @@ import re
 
 import pytest
 
-from stats.cli import main
-from stats.run import run_lamella
+from ceimap.stats.cli import main
+from ceimap.stats.run import run_lamella
 
 
 def _without_run_stamps(summary: dict) -> dict:
@@ -26,7 +26,7 @@ def _without_run_stamps(summary: dict) -> dict:
 
 @pytest.mark.slow
 def test_run_command_with_its_worker_equals_serial_run(small_lamella_manifest, tmp_path, monkeypatch):
-    from segment.io import read_lamella
+    from ceimap.segment.io import read_lamella
 
     monkeypatch.setattr("os.cpu_count", lambda: 2)  # the command takes its worker even on a one-core runner
     assert main(["run", str(small_lamella_manifest), "--out", str(tmp_path / "command")]) == 0

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stats.tables import PARTICLE_COLUMNS, particle_table, perimeter_contacts
+from ceimap.stats.tables import PARTICLE_COLUMNS, particle_table, perimeter_contacts
 
 
 @pytest.fixture()

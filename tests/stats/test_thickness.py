@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stats.thickness import (THICKNESS_COLUMNS, assign_band_to_particles, interphase_thickness,
+from ceimap.stats.thickness import (THICKNESS_COLUMNS, assign_band_to_particles, interphase_thickness,
                              summarise_thickness, thickness_area_check)
 from stats_scenes import lamella_scene, ring_classes
 
@@ -127,7 +127,7 @@ def test_thickness_on_the_example_truth_class_maps(datasets_dir, name, mean_tol,
     from merged bands between facing particles (each particle gets half the gap, while the truth reports the
     thickness that was generated before the bands met) and bands cut by voids.
     """
-    from segment.synthetic import load_truth
+    from ceimap.segment.synthetic import load_truth
 
     lamella = datasets_dir / name
     if not (lamella / "truth" / "thickness.csv").is_file():
@@ -141,7 +141,7 @@ def test_thickness_on_the_example_truth_class_maps(datasets_dir, name, mean_tol,
 
 
 def test_no_interphase_on_the_charged_example(datasets_dir):
-    from segment.synthetic import load_truth
+    from ceimap.segment.synthetic import load_truth
 
     lamella = datasets_dir / "charged"
     if not (lamella / "truth" / "classes.tif").is_file():

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from segment.errors import CeimapInputError
-from segment.io import read_stack
-from segment.io.als import parse_hdr
+from ceimap.segment.errors import CeimapInputError
+from ceimap.segment.io import read_stack
+from ceimap.segment.io.als import parse_hdr
 
 
 def _points(values):

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from segment.errors import CeimapInputError
-from segment.io import read_stack
+from ceimap.segment.errors import CeimapInputError
+from ceimap.segment.io import read_stack
 
 
 def write_ncb(base, data, energies, x=(0.0, 1.0), y=(0.0, 1.0), scale=-1.0, dwell=None, extra_lines=""):

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import tifffile
 
-from segment.edges import EDGES, edge_from_energies
-from segment.errors import CeimapInputError
-from segment.io import read_annotations, read_lamella, write_nxstxm, write_sem_tiff
-from segment.stack import Stack
+from ceimap.segment.edges import EDGES, edge_from_energies
+from ceimap.segment.errors import CeimapInputError
+from ceimap.segment.io import read_annotations, read_lamella, write_nxstxm, write_sem_tiff
+from ceimap.segment.stack import Stack
 
 
 def _make(folder, manifest_text=None, ann=None):

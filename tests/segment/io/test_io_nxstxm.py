@@ -4,10 +4,10 @@ import h5py
 import numpy as np
 import pytest
 
-from segment.errors import CeimapInputError
-from segment.io import read_stack, write_nxstxm
-from segment.io.nxstxm import read_nxstxm
-from segment.stack import Stack
+from ceimap.segment.errors import CeimapInputError
+from ceimap.segment.io import read_stack, write_nxstxm
+from ceimap.segment.io.nxstxm import read_nxstxm
+from ceimap.segment.stack import Stack
 
 
 def _stack(n_e=6, ny=9, nx=11, kind="counts", seed=0, **kw):

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from segment.errors import CeimapInputError
-from segment.io import read_sem, write_sem_tiff
+from ceimap.segment.errors import CeimapInputError
+from ceimap.segment.io import read_sem, write_sem_tiff
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])

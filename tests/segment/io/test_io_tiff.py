@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from segment.errors import CeimapInputError
-from segment.io.tiff import (
+from ceimap.segment.errors import CeimapInputError
+from ceimap.segment.io.tiff import (
     check_page_data,
     library_messages,
     open_tiff,

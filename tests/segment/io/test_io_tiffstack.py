@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import tifffile
 
-from segment.errors import CeimapInputError
-from segment.io import read_stack, write_nxstxm, write_tiff_stack
-from segment.stack import Stack
+from ceimap.segment.errors import CeimapInputError
+from ceimap.segment.io import read_stack, write_nxstxm, write_tiff_stack
+from ceimap.segment.stack import Stack
 
 
 def _stack(kind="od"):
@@ -103,7 +103,7 @@ def test_wrong_option_for_format(tmp_path):
 
 
 def test_kind_guess_rule():
-    from segment.io._assemble import guess_kind
+    from ceimap.segment.io._assemble import guess_kind
     rng = np.random.default_rng(0)
     assert guess_kind(rng.poisson(50, (2, 3, 3)).astype(np.float64)) == "counts"  # integral floats
     assert guess_kind(rng.uniform(0, 2.5, (2, 3, 3))) == "od"
