@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import warnings
 import xml.etree.ElementTree as ET
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -25,12 +26,27 @@ from ..lamella import SemImage
 from ._assemble import PIXEL_ASPECT_TOLERANCE, length_unit_to_nm
 from .tiff import open_tiff, single_image
 
-__all__ = ["read_sem", "write_sem_tiff"]
+__all__ = ["read_sem", "write_sem_tiff", "resolution_per_cm"]
 
 MAX_SEM_PIXEL_NM = 1e5
 """Pixel sizes above 100 µm are not SEM calibrations (they come from default dpi values) and are ignored."""
 
 _RGB_WEIGHTS = np.array([0.2125, 0.7154, 0.0721])  # ITU-R BT.709 luminance, as skimage.color.rgb2gray
+
+
+def resolution_per_cm(pixel_size_nm: float) -> tuple[int, int]:
+    """Pixels per centimetre as the TIFF rational (numerator, denominator) closest to the exact value.
+
+    The denominator is as large as 32-bit fields allow with the numerator still fitting (what current tifffile
+    does with a float); older tifffile releases (the newest for Python 3.10) round a float to a much coarser
+    fraction (7.3 nm read back as 7.29924 nm), so the writers pass the fraction themselves.
+
+    >>> resolution_per_cm(10.0)
+    (1000000, 1)
+    """
+    per_cm = Fraction(1e7 / float(pixel_size_nm))
+    f = per_cm.limit_denominator(min(4294967295, int(4294967295 / abs(per_cm))))
+    return f.numerator, f.denominator
 
 
 def write_sem_tiff(path, image, pixel_size_nm: float, *, compress: bool = True) -> None:
@@ -59,7 +75,7 @@ def write_sem_tiff(path, image, pixel_size_nm: float, *, compress: bool = True) 
         img = img.astype(np.uint8)
     elif img.dtype not in (np.uint8, np.uint16, np.float32):
         img = img.astype(np.float32)
-    px_per_cm = 1e7 / float(pixel_size_nm)
+    px_per_cm = resolution_per_cm(pixel_size_nm)
     tifffile.imwrite(
         path, img, imagej=True, resolution=(px_per_cm, px_per_cm), resolutionunit="CENTIMETER",
         metadata={"unit": "um", "spacing": float(pixel_size_nm) / 1e3},

@@ -15,6 +15,7 @@ import tifffile
 from ..errors import CeimapInputError
 from ..stack import Stack
 from ._assemble import assemble_stack
+from .sem import resolution_per_cm
 from .tiff import check_page_data, image_count, open_tiff
 
 __all__ = ["read_tiff_stack", "write_tiff_stack", "energy_sidecar"]
@@ -145,7 +146,7 @@ def write_tiff_stack(path, stack: Stack) -> Path:
     """
     path = Path(path)
     data = np.asarray(stack.data, dtype=np.float32)
-    px_per_cm = 1e7 / float(stack.pixel_size_nm)
+    px_per_cm = resolution_per_cm(stack.pixel_size_nm)
     energies = np.asarray(stack.energies_ev, dtype=float)
     info = f"kind={stack.kind}\nedge={stack.edge or ''}\n"
     tifffile.imwrite(
