@@ -25,6 +25,8 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from ceimap.segment.io.jsonfile import json_safe
+
 from .distributions import bimodality
 from .inference import (correlations, edge_shift, holm_correlations, naive_pixel_test, pixel_mixed_model,
                         surface_electrolyte_vs_void)
@@ -63,29 +65,6 @@ class Analysis:
     pixels: pd.DataFrame
     regions: RegionMaps
     details: dict = field(default_factory=dict)
-
-
-def to_json_ready(obj):
-    """Recursively convert numpy scalars/arrays, tuples and NaN/inf to plain JSON values (NaN → None).
-
-    Examples
-    --------
-    >>> to_json_ready({"a": np.float64("nan"), "b": (np.int64(2), np.bool_(True)), "c": np.arange(2)})
-    {'a': None, 'b': [2, True], 'c': [0, 1]}
-    """
-    if isinstance(obj, dict):
-        return {str(k): to_json_ready(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_json_ready(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return [to_json_ready(v) for v in obj.tolist()]
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if np.isfinite(obj) else None
-    return obj
 
 
 def class_fractions(classes: np.ndarray) -> dict:
@@ -305,5 +284,5 @@ def analyse_maps(classes: np.ndarray, particles: np.ndarray, sem_pixel_nm: float
     else:
         summary["s_edge"] = None
 
-    return Analysis(summary=to_json_ready(summary), particles=table, thickness=thickness, pixels=pixels,
+    return Analysis(summary=json_safe(summary), particles=table, thickness=thickness, pixels=pixels,
                     regions=maps, details=details)

@@ -39,8 +39,9 @@ from pathlib import Path
 import numpy as np
 
 from ceimap.segment.errors import CeimapInputError
+from ceimap.segment.io.jsonfile import json_safe
 
-from .inference import combined_surface_test
+from .inference import combined_surface_test, holm
 from .report import (
     EGT2G_RANGE, PAPER_BINS, _esc, _figure, _fmt, _fmt_p, _na, _new_figure, _page, _plain_p, _read_csv,
     _table, _versions, write_text_atomic,
@@ -272,13 +273,11 @@ def spread_test(groups: dict[str, np.ndarray]) -> dict:
 
 def _holm(entries: dict[str, dict]) -> dict:
     """Holm-adjust the primary p-values of ``entries`` in place; return the family description."""
-    from statsmodels.stats.multitest import multipletests
-
     names = [k for k, e in entries.items() if e.get("p_value") is not None]
     family = {"method": "Holm", "alpha": 0.05, "tests": names}
     if not names:
         return family
-    reject, p_adj, _, _ = multipletests([entries[k]["p_value"] for k in names], alpha=0.05, method="holm")
+    p_adj, reject = holm([entries[k]["p_value"] for k in names], alpha=0.05)
     for k, p, r in zip(names, p_adj, reject):
         entries[k]["p_holm"] = _finite(p)
         entries[k]["significant_holm"] = bool(r)
@@ -425,22 +424,7 @@ def compare_units(units: list, labels: list, names=None, *, min_pixels: int = MI
         ],
         "parameters": {"min_pixels": min_pixels},
     }
-    return _clean(result)
-
-
-def _clean(obj):
-    """JSON-safe copy: numpy scalars to Python, non-finite floats to None."""
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, (np.bool_, bool)):
-        return bool(obj)
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return _finite(obj)
-    return obj
+    return json_safe(result)
 
 
 def write_compare(run_dirs, out_dir, names=None, *, paper_bins: bool = False, **kwargs) -> Path:

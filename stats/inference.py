@@ -318,6 +318,35 @@ def correlations(particle_table: pd.DataFrame, value: str = "egt2g_mean") -> dic
     return out
 
 
+def holm(p_values, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """Holm's step-down correction of a family of p-values (the one Holm of ceimap).
+
+    Parameters
+    ----------
+    p_values : sequence of float
+        The family's finite p-values.
+    alpha : float
+        Family-wise significance level.
+
+    Returns
+    -------
+    p_adjusted : ndarray of float
+        Holm-adjusted p-values, in the order given.
+    reject : ndarray of bool
+        Whether each test is significant at ``alpha`` after the correction.
+
+    Examples
+    --------
+    >>> p, r = holm([0.01, 0.04, 0.03])
+    >>> [round(float(x), 3) for x in p], r.tolist()
+    ([0.03, 0.06, 0.06], [True, False, False])
+    """
+    from statsmodels.stats.multitest import multipletests
+
+    reject, p_adjusted, _, _ = multipletests([float(p) for p in p_values], alpha=alpha, method="holm")
+    return p_adjusted, reject
+
+
 def holm_correlations(corr: dict, alpha: float = 0.05) -> dict:
     """Holm-adjust the p-values of a lamella's correlation family (each correlation × Pearson/Spearman).
 
@@ -346,8 +375,6 @@ def holm_correlations(corr: dict, alpha: float = 0.05) -> dict:
     >>> round(c["a"]["p_holm"], 3), round(c["b"]["p_holm"], 3), round(c["a"]["spearman"]["p_holm"], 3)
     (0.04, 0.09, 0.09)
     """
-    from statsmodels.stats.multitest import multipletests
-
     out = {name: {**entry, "spearman": dict(entry.get("spearman") or {})} if isinstance(entry, dict) else entry
            for name, entry in corr.items()}
     slots = []
@@ -360,7 +387,7 @@ def holm_correlations(corr: dict, alpha: float = 0.05) -> dict:
     for e in slots:
         e.update(p_holm=np.nan, significant_holm=None, holm_family_size=len(finite))
     if finite:
-        reject, p_adj, _, _ = multipletests([float(e["p"]) for e in finite], alpha=alpha, method="holm")
+        p_adj, reject = holm([float(e["p"]) for e in finite], alpha=alpha)
         for e, p, r in zip(finite, p_adj, reject):
             e.update(p_holm=float(p), significant_holm=bool(r))
     for entry in out.values():

@@ -9,7 +9,7 @@ from scipy import special, stats
 from ceimap.segment.register import label_fractions_on_stxm
 from ceimap.segment.spectra import arctan_step, gaussian
 from ceimap.segment.stack import Stack
-from ceimap.stats.analysis import analyse_maps, class_fractions, to_json_ready
+from ceimap.stats.analysis import analyse_maps, class_fractions
 from ceimap.stats.tables import PARTICLE_COLUMNS
 from ceimap.stats.thickness import THICKNESS_COLUMNS
 from stats_scenes import NI_MATRIX, SEM_PIXEL_NM, STXM_PIXEL_NM, lamella_scene
@@ -136,7 +136,6 @@ def test_s_edge_shift_from_region_spectra():
 
 def test_helpers():
     assert class_fractions(np.array([[0, 1], [3, 4]]))["nmc"] == pytest.approx(1 / 3)
-    assert to_json_ready({"x": [np.float32(1.5), float("inf")]}) == {"x": [1.5, None]}
 
 
 def test_empty_and_tiny_lamellae_give_reasons_not_crashes():
