@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ceimap.segment import Class
+
 from ._layers import (classes_layer, egt2g_layer, particles_layer, stack_layer, stxm_world_matrix,
                       world_matrix_of_stack_meta)
 
@@ -389,7 +391,7 @@ def predict(classifier, maps: dict, *, region=None) -> list[tuple]:
     classes, _, entropy = classifier.predict(sem, maps["od_stacks"], maps["registrations"], egt2g=maps["egt2g"],
                                              s_edge=maps["s_edge"], mask=mask, tile_px=tile_px)
     p = sem.pixel_size_nm
-    unc = np.where(classes > 0, entropy, np.nan).astype(np.float32)
+    unc = np.where(classes != Class.OUTSIDE, entropy, np.nan).astype(np.float32)
     return [classes_layer(classes, p, name="prediction"),
             (unc, {"name": "uncertainty", "scale": (p, p), "units": ("nm", "nm"), "colormap": "inferno",
                    "contrast_limits": (0.0, 1.0), "opacity": 0.6, "visible": False,
@@ -781,7 +783,7 @@ class Stage:
         from ._layers import classes_layer
 
         p = pixel_size_nm
-        unc = np.where(self.classes > 0, self.entropy, np.nan).astype(np.float32)
+        unc = np.where(self.classes != Class.OUTSIDE, self.entropy, np.nan).astype(np.float32)
         return [classes_layer(self.classes, p, name="prediction"),
                 (unc, {"name": "uncertainty", "scale": (p, p), "units": ("nm", "nm"), "colormap": "inferno",
                        "contrast_limits": (0.0, 1.0), "opacity": 0.6, "visible": False,

@@ -25,17 +25,16 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from ceimap.segment import Class
 from ceimap.segment.io.jsonfile import json_safe
 
 from .distributions import bimodality
 from .inference import (correlations, edge_shift, holm_correlations, naive_pixel_test, pixel_mixed_model,
                         surface_electrolyte_vs_void)
+from .summary import FRACTION_CLASSES, class_key
 from .regions import RegionMaps, contact_classes, default_distances, pixel_table, stxm_regions
 from .tables import particle_table
 from .thickness import interphase_thickness, summarise_thickness, thickness_area_check
-
-CLASS_FRACTION_KEYS = {"nmc": 1, "interphase": 2, "electrolyte": 3, "void": 4}
-
 
 @dataclass(frozen=True)
 class Analysis:
@@ -77,8 +76,8 @@ def class_fractions(classes: np.ndarray) -> dict:
     """
     classes = np.asarray(classes)
     total = int(np.count_nonzero(classes))
-    return {name: (float(np.count_nonzero(classes == code)) / total if total else float("nan"))
-            for name, code in CLASS_FRACTION_KEYS.items()}
+    return {class_key(code): (float(np.count_nonzero(classes == code)) / total if total else float("nan"))
+            for code in FRACTION_CLASSES}
 
 
 def region_summary(pixels: pd.DataFrame, region: str) -> dict:
@@ -96,11 +95,11 @@ def _s_edge_from_spectra(classes, sem_pixel_nm, s_od, s_matrix, s_pixel_nm, psf_
     from ceimap.segment.spectra import fit_s_edge
 
     reach_nm = default_distances(s_pixel_nm, psf_fwhm_nm)["contamination_nm"]
-    electrolyte = classes == 3
+    electrolyte = classes == Class.ELECTROLYTE
     depth_nm = ndimage.distance_transform_edt(np.pad(electrolyte, 1))[1:-1, 1:-1] * sem_pixel_nm
     labels = np.zeros(classes.shape, dtype=np.uint8)
     labels[electrolyte & (depth_nm - 0.5 * sem_pixel_nm >= reach_nm)] = 1   # bulk electrolyte
-    labels[classes == 2] = 2                                               # interphase
+    labels[classes == Class.INTERPHASE] = 2                                # interphase
     on_s = labels_to_stxm(labels, s_matrix, s_od.shape_yx)
     out, spectra = {}, {}
     for name, code in (("electrolyte", 1), ("interphase", 2)):
@@ -130,7 +129,7 @@ def _s_edge_from_map(s_edge, classes, s_matrix):
 
     on_s = labels_to_stxm(np.asarray(classes), s_matrix, np.asarray(s_edge.position_ev).shape)
     out = {}
-    for name, code in (("electrolyte", 3), ("interphase", 2)):
+    for name, code in (("electrolyte", Class.ELECTROLYTE), ("interphase", Class.INTERPHASE)):
         ok = (on_s == code) & np.asarray(s_edge.valid, bool) & np.isfinite(s_edge.position_ev)
         v = np.asarray(s_edge.position_ev)[ok]
         n = int(v.size)

@@ -26,10 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
-CLASS_NAMES = {1: "NMC", 2: "interphase", 3: "electrolyte", 4: "void"}
-"""Display names of the class codes (``segment.CLASS_CODES`` without 0 = outside)."""
+from ceimap.segment import Class
 
-CLASS_COLOURS = {1: "#d62728", 2: "#2ca02c", 3: "#1f77b4", 4: "#4d4d4d"}
+from .summary import class_key, class_label
+
+CLASS_COLOURS = {Class.NMC: "#d62728", Class.INTERPHASE: "#2ca02c", Class.ELECTROLYTE: "#1f77b4",
+                 Class.VOID: "#4d4d4d"}
 """Class colours as in the paper: NMC red, interphase green, electrolyte blue, void dark grey."""
 
 REGION_COLOURS = {
@@ -441,7 +443,7 @@ def _maps_section(run) -> str:
             rgba[sel] = to_rgba(colour, 0.45 if base is not None else 1.0)
         ax1.imshow(rgba, extent=extent, interpolation="nearest")
         present = [c for c in CLASS_COLOURS if np.any(classes == c)]
-        handles = [Patch(color=CLASS_COLOURS[c], label=CLASS_NAMES[c]) for c in present]
+        handles = [Patch(color=CLASS_COLOURS[c], label=class_label(c)) for c in present]
         if handles:
             ax1.legend(handles=handles, loc="upper right", fontsize=8, framealpha=0.85)
         if pmap is not None and pmap.shape == shape:
@@ -535,7 +537,7 @@ def _spectra_section(run) -> str:
     edges = list(dict.fromkeys(df["edge"].astype(str)))
     marks = _feature_energies(run)
     fig, axes = _new_figure(5.6 * len(edges), 4.2, ncols=len(edges))
-    colour_of = {name.lower(): CLASS_COLOURS[c] for c, name in CLASS_NAMES.items()}
+    colour_of = {class_key(c): colour for c, colour in CLASS_COLOURS.items()}
     for ax, edge in zip(axes[0], edges):
         sub = df[df["edge"].astype(str) == edge]
         for cname in dict.fromkeys(sub["class_name"].astype(str)):
@@ -546,7 +548,7 @@ def _spectra_section(run) -> str:
             n = ""
             if "n_pixels" in s.columns and len(s):
                 n = f" (n = {int(np.nanmax(s['n_pixels']))} px)"
-            shown = {"nmc": "NMC"}.get(cname.lower(), cname)
+            shown = class_label(Class[cname.upper()]) if cname.upper() in Class.__members__ else cname
             line, = ax.plot(e, m, color=colour, lw=1.6, label=f"{shown}{n}")
             if "od_sd" in s.columns:
                 sd = s["od_sd"].to_numpy(float)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from ceimap.segment import CLASS_CODES
+from ceimap.segment import Class
 from ceimap.segment.io.jsonfile import write_json
 from ceimap.segment.lamella import Lamella, check_lamella
 from ceimap.segment.pipeline import NI_EDGE, S_EDGE, PipelineResult, process_lamella
@@ -26,9 +26,7 @@ from ceimap.segment.spectra import mean_spectra_by_label
 from .analysis import Analysis, analyse_maps
 from .outputs import AtomicFolder, check_output_folder, provenance, write_csv, write_tiff
 from .report import warm_up, write_report
-
-CLASS_NAMES = {code: name for name, code in CLASS_CODES.items()}
-
+from .summary import class_key
 
 def analyse_result(result: PipelineResult) -> Analysis:
     """Statistics of one pipeline result (native STXM pixels of the Ni-L stack)."""
@@ -59,10 +57,10 @@ def class_spectra_table(result: PipelineResult) -> pd.DataFrame:
     for edge, od in result.od_stacks.items():
         labels = labels_to_stxm(result.classes, result.registrations[edge].matrix, od.shape_yx)
         for label, (mean, sd, n) in sorted(mean_spectra_by_label(od, labels).items()):
-            if label == 0:
+            if label == Class.OUTSIDE:
                 continue
             for energy, m, s in zip(od.energies_ev, mean, sd):
-                rows.append({"edge": edge, "class_name": CLASS_NAMES[int(label)], "energy_ev": energy,
+                rows.append({"edge": edge, "class_name": class_key(label), "energy_ev": energy,
                              "od_mean": m, "od_sd": s, "n_pixels": int(n)})
     return pd.DataFrame(rows, columns=["edge", "class_name", "energy_ev", "od_mean", "od_sd", "n_pixels"])
 
