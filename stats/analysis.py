@@ -31,7 +31,8 @@ from ceimap.segment.io.jsonfile import json_safe
 from .distributions import bimodality
 from .inference import (correlations, edge_shift, holm_correlations, naive_pixel_test, pixel_mixed_model,
                         surface_electrolyte_vs_void)
-from .summary import FRACTION_CLASSES, class_key
+from .summary import (FRACTION_CLASSES, REGIONS, Bimodality, Regions, RegionValues, SEdge, Summary, Tests, Thickness,
+                      class_key)
 from .regions import RegionMaps, contact_classes, default_distances, pixel_table, stxm_regions
 from .tables import particle_table
 from .thickness import interphase_thickness, summarise_thickness, thickness_area_check
@@ -85,8 +86,9 @@ def region_summary(pixels: pd.DataFrame, region: str) -> dict:
     sel = pixels.loc[(pixels["region"] == region) & np.isfinite(pixels["egt2g"])]
     v = sel["egt2g"].to_numpy(float)
     n = int(v.size)
-    return {"mean": float(v.mean()) if n else np.nan, "sd": float(v.std(ddof=1)) if n > 1 else np.nan,
-            "n": n, "n_particles": int(sel.loc[sel["particle_id"] > 0, "particle_id"].nunique())}
+    return {RegionValues.MEAN: float(v.mean()) if n else np.nan,
+            RegionValues.SD: float(v.std(ddof=1)) if n > 1 else np.nan, RegionValues.N: n,
+            RegionValues.N_PARTICLES: int(sel.loc[sel["particle_id"] > 0, "particle_id"].nunique())}
 
 
 def _s_edge_from_spectra(classes, sem_pixel_nm, s_od, s_matrix, s_pixel_nm, psf_fwhm_nm):
@@ -225,16 +227,15 @@ def analyse_maps(classes: np.ndarray, particles: np.ndarray, sem_pixel_nm: float
     thickness = thick_details[["particle_id", "x_nm", "y_nm", "thickness_nm"]].copy()
     thick_summary = summarise_thickness(thickness, resolution_nm)
     area_check = thickness_area_check(contacts, particles, sem_pixel_nm)
-    thick_summary["method"] = thickness_method + (" (class probabilities)" if probabilities is not None else "")
-    thick_summary["area_check_mean_nm"] = (float(np.average(area_check["area_thickness_nm"],
+    thick_summary[Thickness.METHOD] = thickness_method + (" (class probabilities)" if probabilities is not None else "")
+    thick_summary[Thickness.AREA_CHECK_MEAN_NM] = (float(np.average(area_check["area_thickness_nm"],
                                                             weights=area_check["inner_length_nm"]))
                                            if len(area_check) and area_check["inner_length_nm"].sum() > 0
                                            else np.nan)
-    thick_summary["n_merged_samples"] = int((thick_details.get("outer") == "particle").sum()) \
+    thick_summary[Thickness.N_MERGED_SAMPLES] = int((thick_details.get("outer") == "particle").sum()) \
         if len(thick_details) else 0
 
-    egt2g_summary = {name: region_summary(pixels, name)
-                     for name in ("bulk", "surface_electrolyte", "surface_void", "interphase")}
+    egt2g_summary = {name: region_summary(pixels, name) for name in REGIONS}
 
     surface_test = surface_electrolyte_vs_void(table, min_pixels=min_surface_pixels)
     bulk_means = table["egt2g_bulk_mean"].to_numpy(float)
@@ -242,21 +243,22 @@ def analyse_maps(classes: np.ndarray, particles: np.ndarray, sem_pixel_nm: float
     bimodal["value"] = "per-particle bulk e_g/t_2g means"
 
     summary = {
-        "sem_pixel_nm": float(sem_pixel_nm),
-        "class_fractions": class_fractions(classes),
-        "n_particles": int(len(table)),
-        "interphase_thickness_nm": thick_summary,
-        "egt2g": egt2g_summary,
-        "tests": {
-            "surface_electrolyte_vs_void": surface_test,
-            "surface_electrolyte_vs_void_mixed_model": pixel_mixed_model(pixels),
-            "surface_electrolyte_vs_void_pixels_naive": naive_pixel_test(pixels),
+        Summary.SEM_PIXEL_NM: float(sem_pixel_nm),
+        Summary.CLASS_FRACTIONS: class_fractions(classes),
+        Summary.N_PARTICLES: int(len(table)),
+        Summary.THICKNESS: thick_summary,
+        Summary.EGT2G: egt2g_summary,
+        Summary.TESTS: {
+            Tests.SURFACE: surface_test,
+            Tests.SURFACE_MIXED_MODEL: pixel_mixed_model(pixels),
+            Tests.SURFACE_PIXELS_NAIVE: naive_pixel_test(pixels),
         },
-        "bimodality": {"bulk_particles": bimodal},
+        Summary.BIMODALITY: {Bimodality.BULK_PARTICLES: bimodal},
         # raw p of each test kept; p_holm adjusted over the lamella's family (size/contact × Pearson/Spearman)
-        "correlations": holm_correlations(correlations(table)),
-        "regions": {**maps.parameters, "resolution_nm": float(resolution_nm),
-                    "n_native_pixels": {name: int(n) for name, n in pixels["region"].value_counts().items()}},
+        Summary.CORRELATIONS: holm_correlations(correlations(table)),
+        Summary.REGIONS: {**maps.parameters, Regions.RESOLUTION_NM: float(resolution_nm),
+                          Regions.N_NATIVE_PIXELS: {name: int(n) for name, n in
+                                                    pixels["region"].value_counts().items()}},
     }
     per_particle = (thickness.groupby("particle_id")["thickness_nm"].agg(["mean", "std", "median", "size"])
                     .rename(columns={"mean": "mean_nm", "std": "sd_nm", "median": "median_nm", "size": "n"})
@@ -266,7 +268,7 @@ def analyse_maps(classes: np.ndarray, particles: np.ndarray, sem_pixel_nm: float
 
     if s_od is not None or s_edge is not None:
         if s_matrix is None:
-            summary["s_edge"] = {"reason": "no S-L registration matrix given"}
+            summary[Summary.S_EDGE] = {SEdge.REASON: "no S-L registration matrix given"}
         else:
             if s_od is not None:
                 pix = float(s_pixel_nm if s_pixel_nm is not None else s_od.pixel_size_nm)
@@ -276,12 +278,13 @@ def analyse_maps(classes: np.ndarray, particles: np.ndarray, sem_pixel_nm: float
             else:
                 fits = _s_edge_from_map(s_edge, classes, s_matrix)
                 method = "mean of per-pixel fitted edge positions"
-            el, it = fits["electrolyte"], fits["interphase"]
+            el, it = fits[SEdge.ELECTROLYTE], fits[SEdge.INTERPHASE]
             shift = edge_shift(el.get("position_ev", np.nan), el.get("sigma_ev", np.nan),
                                it.get("position_ev", np.nan), it.get("sigma_ev", np.nan))
-            summary["s_edge"] = {"electrolyte": el, "interphase": it, "shift": shift, "method": method}
+            summary[Summary.S_EDGE] = {SEdge.ELECTROLYTE: el, SEdge.INTERPHASE: it, SEdge.SHIFT: shift,
+                                       SEdge.METHOD: method}
     else:
-        summary["s_edge"] = None
+        summary[Summary.S_EDGE] = None
 
     return Analysis(summary=json_safe(summary), particles=table, thickness=thickness, pixels=pixels,
                     regions=maps, details=details)

@@ -48,6 +48,7 @@ from .report import (
 )
 from .report import _num as _finite
 from .report import _read_json as _report_read_json
+from .summary import Bimodality, Summary, Tests, Thickness
 
 MIN_BULK_PIXELS = 3
 """Default minimum number of native STXM pixels for a particle to contribute a regional mean."""
@@ -140,7 +141,7 @@ def _sample_names(run_dirs, summaries, names):
         return names
     raw = []
     for d, s in zip(run_dirs, summaries):
-        n = s.get("sample") or s.get("name")
+        n = s.get(Summary.SAMPLE) or s.get(Summary.NAME)
         raw.append(str(n) if n else Path(d).name)
     counts = {n: raw.count(n) for n in raw}
     out = [f"{n} ({Path(d).name})" if counts[n] > 1 else n for n, d in zip(raw, run_dirs)]
@@ -354,10 +355,10 @@ def compare_units(units: list, labels: list, names=None, *, min_pixels: int = MI
     th_groups, th_excluded, th_per = {}, {}, {}
     for name, u in by_name.items():
         v = u["thickness_nm"].to_numpy(float)
-        summ = u["summary"].get("interphase_thickness_nm") or {}
+        summ = u["summary"].get(Summary.THICKNESS) or {}
         desc = _describe(v)
-        desc.update(n_points=int(u["thickness_points_nm"].size), resolvable=summ.get("resolvable"),
-                    lamella_mean=_finite(summ.get("mean")), lamella_sd=_finite(summ.get("sd")))
+        desc.update(n_points=int(u["thickness_points_nm"].size), resolvable=summ.get(Thickness.RESOLVABLE),
+                    lamella_mean=_finite(summ.get(Thickness.MEAN)), lamella_sd=_finite(summ.get(Thickness.SD)))
         th_per[name] = desc
         if summ.get("resolvable") is False:
             th_excluded[name] = "interphase not resolvable (below the STXM resolution)"
@@ -390,7 +391,7 @@ def compare_units(units: list, labels: list, names=None, *, min_pixels: int = MI
     bulk["location"]["p_holm"] = bulk.get("p_holm")
     # within-sample surface effect combined over the samples: not a between-sample test, not in the family
     entries["surface_electrolyte_vs_void_combined"] = dict(
-        combined_surface_test({n: (u["summary"].get("tests") or {}).get("surface_electrolyte_vs_void")
+        combined_surface_test({n: (u["summary"].get(Summary.TESTS) or {}).get(Tests.SURFACE)
                                for n, u in by_name.items()}),
         quantity="NMC surface e_g/t_2g, electrolyte contact minus void-adjacent, within each sample, combined",
         in_holm_family=False)
@@ -400,10 +401,10 @@ def compare_units(units: list, labels: list, names=None, *, min_pixels: int = MI
     for name, u in by_name.items():
         s = u["summary"]
         per_sample_summary[name] = {
-            "n_particles": s.get("n_particles"), "class_fractions": s.get("class_fractions"),
-            "interphase_thickness_nm": s.get("interphase_thickness_nm"), "egt2g": s.get("egt2g"),
-            "surface_electrolyte_vs_void": (s.get("tests") or {}).get("surface_electrolyte_vs_void"),
-            "bimodality": (s.get("bimodality") or {}).get("bulk_particles"),
+            "n_particles": s.get(Summary.N_PARTICLES), "class_fractions": s.get(Summary.CLASS_FRACTIONS),
+            "interphase_thickness_nm": s.get(Summary.THICKNESS), "egt2g": s.get(Summary.EGT2G),
+            "surface_electrolyte_vs_void": (s.get(Summary.TESTS) or {}).get(Tests.SURFACE),
+            "bimodality": (s.get(Summary.BIMODALITY) or {}).get(Bimodality.BULK_PARTICLES),
             "sources": u["sources"],
         }
     result = {

@@ -28,7 +28,8 @@ import numpy as np
 
 from ceimap.segment import Class
 
-from .summary import class_key, class_label
+from .summary import (REGIONS, Bimodality, Correlation, Correlations, Provenance, Regions, SEdge, Summary, Test,
+                      Tests, Thickness, class_key, class_label)
 
 CLASS_COLOURS = {Class.NMC: "#d62728", Class.INTERPHASE: "#2ca02c", Class.ELECTROLYTE: "#1f77b4",
                  Class.VOID: "#4d4d4d"}
@@ -346,7 +347,7 @@ def _key_results(run) -> str:
         if start is not None:
             detail.append(f"bands start {_fmt(start, 3, 'nm')} deep"
                           + (f" ({_esc(_get(rule, 'rule', default=''))})" if _get(rule, "rule") else ""))
-        est = _effect_text(_get(test, "effect"), test) + " (electrolyte − void, 95 % CI)"
+        est = _effect_text(test) + " (electrolyte − void, 95 % CI)"
         if dz is not None:
             est += f"; d<sub>z</sub> = {_fmt(dz, 2)}"
         rows.append(["NMC surface e<sub>g</sub>/t<sub>2g</sub>: electrolyte vs void contact", est,
@@ -383,22 +384,11 @@ def _key_results(run) -> str:
               "follow below.</p>")
 
 
-def _effect_text(effect, entry=None) -> str:
-    """Effect estimate with its 95 % CI, whether given as a number (+ ``ci`` in ``entry``) or a dict."""
-    ci = None
-    if isinstance(effect, dict):
-        est = _get(effect, "estimate", "value", "mean", "difference")
-        ci = _get(effect, "ci", "ci95", "ci_95")
-        if ci is None and _get(effect, "ci_low") is not None:
-            ci = [effect.get("ci_low"), effect.get("ci_high")]
-    else:
-        est = effect
-    if ci is None and isinstance(entry, dict):
-        ci = _get(entry, "effect_ci", "ci", "ci95", "ci_95", "effect_ci95")
-        if ci is None and _get(entry, "ci_low") is not None:
-            ci = [entry.get("ci_low"), entry.get("ci_high")]
-    text = _fmt(est, 3)
-    if isinstance(ci, (list, tuple)) and len(ci) == 2 and _num(ci[0]) is not None and _num(ci[1]) is not None:
+def _effect_text(entry) -> str:
+    """A test entry's effect with its 95 % CI (``effect``, ``ci_low``, ``ci_high``)."""
+    text = _fmt(_get(entry, Test.EFFECT), 3)
+    ci = [_get(entry, Test.CI_LOW), _get(entry, Test.CI_HIGH)]
+    if _num(ci[0]) is not None and _num(ci[1]) is not None:
         text += f" [{_fmt(ci[0], 3)}, {_fmt(ci[1], 3)}]"
     return text
 
@@ -523,7 +513,7 @@ def _feature_energies(run) -> dict:
     if isinstance(s_edge, dict):
         marks["S-L"] = []
         for region, entry in _s_edge_regions(s_edge):
-            pos = _num(_get(entry, "position_ev", "mean_ev", "position"))
+            pos = _num(_get(entry, SEdge.POSITION_EV))
             if pos is not None:
                 marks["S-L"].append((pos, region))
     return marks
@@ -748,16 +738,16 @@ def _plain_p(value) -> str:
 
 
 def _resolution_nm(run) -> float | None:
-    """The STXM resolution to compare thickness with: a stated value, else the largest STXM pixel size."""
+    """The STXM resolution to compare thickness with: the summary's, else the largest STXM pixel size."""
     s = run["summary"]
-    thick = _get(s, "interphase_thickness_nm", default={})
-    for d in (thick, _get(s, "regions", default={}), _parameters(s)):
-        r = _num(_find_key(d, ("resolution_nm", "stxm_resolution_nm", "psf_fwhm_nm")))
-        if r is not None:
-            return r
+    r = _num(_get(_get(s, Summary.THICKNESS, default={}), Thickness.RESOLUTION_NM))
+    if r is None:
+        r = _num(_get(_get(s, Summary.REGIONS, default={}), Regions.RESOLUTION_NM))
+    if r is not None:
+        return r
     sizes = []
     for entry in (run["registration"] or {}).values() if isinstance(run["registration"], dict) else []:
-        v = _num(_get(entry, "stxm_pixel_nm", "pixel_size_nm")) if isinstance(entry, dict) else None
+        v = _num(_get(entry, "stxm_pixel_nm")) if isinstance(entry, dict) else None
         if v is not None:
             sizes.append(v)
     return max(sizes) if sizes else None
@@ -824,8 +814,9 @@ def _tests_section(run) -> str:
         naive = "pseudo" in method.lower() or "naive" in name
         label = _esc(name.replace("_", " ")) + (' <small class="na">(for contrast only)</small>' if naive else "")
         rows.append([label, _esc(method),
-                     _fmt(_get(entry, "n_units", "n_groups", "n")), _effect_text(_get(entry, "effect"), entry),
-                     _fmt(_get(entry, "statistic"), 3), _fmt_p(_get(entry, "p_value", "p")),
+                     _fmt(_get(entry, Test.N_GROUPS if name == Tests.SURFACE_MIXED_MODEL else Test.N_UNITS)),
+                     _effect_text(entry),
+                     _fmt(_get(entry, Test.STATISTIC), 3), _fmt_p(_get(entry, Test.P_VALUE)),
                      _esc(_get(entry, "reason", default="") or "")])
     return _table(["test", "method", "n units", "effect [95 % CI]", "statistic", "p (two-tailed)", "note"],
                   rows) + (
@@ -841,10 +832,10 @@ def _flatten_tests(tests: dict, prefix: str = ""):
         if not isinstance(entry, dict):
             continue
         full = f"{prefix}{name}"
-        if _get(entry, "p_value", "p") is not None or "method" in entry:
+        if _get(entry, Test.P_VALUE) is not None or Test.METHOD in entry:
             yield full, entry
         for sub, sub_entry in entry.items():
-            if isinstance(sub_entry, dict) and _get(sub_entry, "p_value", "p") is not None:
+            if isinstance(sub_entry, dict) and _get(sub_entry, Test.P_VALUE) is not None:
                 yield f"{full} / {sub}", sub_entry
 
 
@@ -887,10 +878,9 @@ def _bimodality_section(run) -> str:
 
 
 def _ci_text(entry) -> str:
-    ci = _get(entry, "ci", "r_ci", "ci95")
-    if ci is None and _get(entry, "ci_low") is not None:
-        ci = [entry.get("ci_low"), entry.get("ci_high")]
-    if isinstance(ci, (list, tuple)) and len(ci) == 2 and _num(ci[0]) is not None and _num(ci[1]) is not None:
+    """``[ci_low, ci_high]`` of a correlation or of the S-edge shift (the keys are the same in both)."""
+    ci = [_get(entry, Correlation.CI_LOW), _get(entry, Correlation.CI_HIGH)]
+    if _num(ci[0]) is not None and _num(ci[1]) is not None:
         return f"[{_fmt(ci[0], 3)}, {_fmt(ci[1], 3)}]"
     return f'<span class="na">{NOT_AVAILABLE}</span>'
 
@@ -903,16 +893,17 @@ def _correlations_section(run) -> str:
     for name, entry in corr.items():
         if not isinstance(entry, dict):
             continue
-        n = _get(entry, "n", "n_units")
+        n = _get(entry, Correlation.N)
         label = _esc(name.replace("_", " ")).replace("egt2g", "e<sub>g</sub>/t<sub>2g</sub>")
-        rows.append([label, _esc(_get(entry, "method", default="")), _fmt(_get(entry, "r", "rho"), 3),
-                     _ci_text(entry), _fmt_p(_get(entry, "p", "p_value")), _fmt_p(_get(entry, "p_holm")), _fmt(n),
+        rows.append([label, _esc(_get(entry, "method", default="")), _fmt(_get(entry, Correlation.R), 3),
+                     _ci_text(entry), _fmt_p(_get(entry, Correlation.P)), _fmt_p(_get(entry, Correlation.P_HOLM)),
+                     _fmt(n),
                      _esc(_get(entry, "reason", default="") or "")])
-        for sub, se in entry.items():  # e.g. {"spearman": {"rho": ..., "p": ...}}
-            if isinstance(se, dict) and _get(se, "r", "rho") is not None:
-                rows.append([label, _esc(_get(se, "method", default=sub)), _fmt(_get(se, "r", "rho"), 3),
-                             _ci_text(se), _fmt_p(_get(se, "p", "p_value")), _fmt_p(_get(se, "p_holm")),
-                             _fmt(_get(se, "n", default=n)), _esc(_get(se, "reason", default="") or "")])
+        se = _get(entry, Correlation.SPEARMAN)
+        if isinstance(se, dict) and _get(se, Correlation.RHO) is not None:
+            rows.append([label, _esc(Correlation.SPEARMAN), _fmt(_get(se, Correlation.RHO), 3),
+                         _ci_text(se), _fmt_p(_get(se, Correlation.P)), _fmt_p(_get(se, Correlation.P_HOLM)),
+                         _fmt(n), ""])
     return _table(["correlation", "method", "r", "95 % CI", "p", "p (Holm)", "n particles", "note"], rows) + (
         '<p class="caption">Correlations of the per-particle mean e<sub>g</sub>/t<sub>2g</sub> with particle '
         "size and with the perimeter contact ratio with electrolyte; one point per particle; CIs by Fisher "
@@ -922,11 +913,11 @@ def _correlations_section(run) -> str:
 
 
 def _s_edge_regions(s_edge: dict):
-    """(region, entry) pairs of an ``s_edge.json``: the dicts that carry a ``position_ev`` key."""
-    src = s_edge.get("regions", s_edge) if isinstance(s_edge, dict) else {}
-    for k, v in src.items():
-        if isinstance(v, dict) and any(key in v for key in ("position_ev", "mean_ev", "position")):
-            yield k, v
+    """(region, edge fit) pairs of an ``s_edge.json``: electrolyte and interphase, when fitted."""
+    for region in (SEdge.ELECTROLYTE, SEdge.INTERPHASE):
+        entry = s_edge.get(region) if isinstance(s_edge, dict) else None
+        if isinstance(entry, dict):
+            yield region, entry
 
 
 def _s_edge_section(run) -> str:
@@ -935,20 +926,19 @@ def _s_edge_section(run) -> str:
         return _na("S L-edge positions (no S-L stack: s_edge.json absent)")
     rows = []
     for region, entry in _s_edge_regions(s_edge):
-        unc = _get(entry, "sigma_ev", "se_ev", "uncertainty_ev", "sd_ev")
-        rows.append([_esc(region.replace("_", " ")), _fmt(_get(entry, "position_ev", "mean_ev", "position"), 5, "eV"),
-                     _fmt(unc, 2, "eV"), _fmt(_get(entry, "n_pixels", "n", "n_units")),
+        rows.append([_esc(region.replace("_", " ")), _fmt(_get(entry, SEdge.POSITION_EV), 5, "eV"),
+                     _fmt(_get(entry, SEdge.SIGMA_EV), 2, "eV"), _fmt(_get(entry, SEdge.N_PIXELS)),
                      _esc(_get(entry, "reason", default="") or "")])
     parts = []
     if rows:
         parts.append(_table(["region", "fitted edge position", "uncertainty (1σ)", "pixels", "note"], rows))
     shift = _get(s_edge, "shift")
     if isinstance(shift, dict):
-        est = _get(shift, "shift_ev", "estimate_ev", "effect")
+        est = _get(shift, SEdge.SHIFT_EV)
         parts.append(
             f"<p><b>Shift, interphase − electrolyte:</b> {_fmt(est, 3, 'eV')} "
             f"± {_fmt(_get(shift, 'sigma_ev'), 2, 'eV')}, "
-            f"95 % CI {_ci_text(shift)}, {_p_clause(_get(shift, 'p_value', 'p'))} "
+            f"95 % CI {_ci_text(shift)}, {_p_clause(_get(shift, SEdge.P_VALUE))} "
             f"({_esc(_get(shift, 'method', default=''))})"
             + (f"; {_esc(shift['reason'])}" if shift.get("reason") else "") + ".</p>")
     method = _get(s_edge, "method")
@@ -974,7 +964,7 @@ def _matrix_parts(m):
 
 
 def _drift_of(entry):
-    d = _get(entry, "drift_px", "shifts_px", "drift_shifts_px", "drift", "shifts")
+    d = _get(entry, "drift_shifts_px")
     if d is None:
         return None
     a = np.asarray(d, dtype=float)
@@ -1060,39 +1050,31 @@ def _find_key(d, keys):
     return None
 
 
+def _provenance(summary: dict) -> dict:
+    prov = _get(summary, Summary.PROVENANCE, default={})
+    return prov if isinstance(prov, dict) else {}
+
+
 def _parameters(summary: dict) -> dict:
-    prov = _get(summary, "provenance", default={})
-    p = _get(summary, "parameters") or _get(prov, "parameters") or {}
+    p = _get(_provenance(summary), Provenance.PARAMETERS, default={})
     return p if isinstance(p, dict) else {}
 
 
 def _versions(summary: dict) -> dict:
-    prov = _get(summary, "provenance", default={})
-    v = _get(summary, "versions") or _get(prov, "versions") or {}
+    """Package versions of the provenance, ceimap first."""
+    prov = _provenance(summary)
+    v = _get(prov, Provenance.VERSIONS, default={})
     out = {k: x for k, x in v.items() if x is not None} if isinstance(v, dict) else {}
-    ver = _get(summary, "version") or _get(prov, "version", "ceimap_version")
+    ver = _get(prov, Provenance.VERSION)
     if ver is not None and "ceimap" not in out:
         out = {"ceimap": ver, **out}
     return out
 
 
 def _inputs(summary: dict) -> list[dict]:
-    prov = _get(summary, "provenance", default={})
-    raw = _get(summary, "inputs") or _get(prov, "inputs") or []
-    out = []
-    if isinstance(raw, dict):
-        for k, v in raw.items():
-            if isinstance(v, dict):
-                out.append({"role": k, **v})
-            else:
-                out.append({"path": k, "sha256": v})
-    elif isinstance(raw, list):
-        for v in raw:
-            if isinstance(v, dict):
-                out.append(v)
-            else:
-                out.append({"path": str(v)})
-    return out
+    """The provenance's input files, each ``{path, sha256}``."""
+    raw = _get(_provenance(summary), Provenance.INPUTS, default=[])
+    return [v for v in raw if isinstance(v, dict)] if isinstance(raw, list) else []
 
 
 def _methods_section(run) -> str:
@@ -1101,7 +1083,7 @@ def _methods_section(run) -> str:
     versions = _versions(s)
     reg = run["registration"] if isinstance(run["registration"], dict) else {}
     edges = [e for e, v in reg.items() if isinstance(v, dict)]
-    stxm_px = {e: _num(_get(reg[e], "stxm_pixel_nm", "pixel_size_nm")) for e in edges}
+    stxm_px = {e: _num(_get(reg[e], "stxm_pixel_nm")) for e in edges}
     t2g = _num(_find_key(params, ("t2g_ev",))) or 850.0
     eg = _num(_find_key(params, ("eg_ev",))) or 852.0
     test = _get(_get(s, "tests", default={}), "surface_electrolyte_vs_void", default={})
@@ -1116,7 +1098,7 @@ def _methods_section(run) -> str:
         "each STXM stack was registered to the SEM image"
         + (" (" + ", ".join(sorted({_esc(_get(reg[e], 'method', default='')) for e in edges} - {""})) + ")"
            if edges else "") + ".")
-    method = _find_key(params, ("segmentation_method", "method", "classifier", "model"))
+    method = _get(_get(params, "segmentation", default={}), "method")
     sentences.append(
         "Pixels were assigned to NMC, interphase, electrolyte and void classes on the SEM grid"
         + (f" by {_esc(method)}" if isinstance(method, str) else "")
@@ -1134,7 +1116,7 @@ def _methods_section(run) -> str:
         f"{t2g:g} eV (t<sub>2g</sub>) and {eg:g} eV (e<sub>g</sub>) and analysed on native STXM pixels, with the "
         "class map brought to the STXM grid, in three regions: bulk NMC, the NMC surface in contact with "
         "electrolyte and the NMC surface band adjacent to voids"
-        + _band_text(s, params) + ".")
+        + _band_text(s) + ".")
     band_rule = _band_rule_text(s)
     if band_rule:
         sentences.append(band_rule)
@@ -1148,7 +1130,7 @@ def _methods_section(run) -> str:
         extra = (" and a one- versus two-component Gaussian mixture (parametric-bootstrap likelihood ratio)"
                  if _get(bim, "mixture_p") is not None else "")
         sentences.append(f"Bimodality of per-particle bulk means was assessed with "
-                         f"{_esc(_get(bim, 'method', 'dip_method', default='Hartigan’s dip test'))}{extra}.")
+                         f"{_esc(_get(bim, Bimodality.DIP_METHOD, default='Hartigan’s dip test'))}{extra}.")
     if isinstance(corr, dict) and corr:
         ms = {_esc(_get(c, "method", default="")) for c in corr.values() if isinstance(c, dict)}
         ms |= {_esc(k) for c in corr.values() if isinstance(c, dict) for k, v in c.items() if isinstance(v, dict)}
@@ -1158,7 +1140,7 @@ def _methods_section(run) -> str:
             sentences.append(f"Correlations of per-particle means with size and contact ratio: {' and '.join(ms)} "
                              "coefficients" + ("; their p-values were adjusted together by Holm’s method and "
                                                "read at α = 0.05." if holm else "."))
-    seed = _get(s, "seed") or _get(_get(s, "provenance", default={}), "seed")
+    seed = _get(_provenance(s), Provenance.SEED)
     if seed is not None:
         sentences.append(f"Random seed {_esc(seed)}.")
     if versions:
@@ -1175,10 +1157,10 @@ def _methods_section(run) -> str:
     return out
 
 
-def _band_text(summary: dict, params: dict) -> str:
+def _band_text(summary: dict) -> str:
     regions = _get(summary, "regions", default={})
-    band = _num(_find_key(regions, ("surface_band_nm",))) or _num(_find_key(params, ("surface_band_nm",)))
-    margin = _num(_find_key(regions, ("bulk_margin_nm",)))
+    band = _num(_get(regions, Regions.SURFACE_BAND_NM))
+    margin = _num(_get(regions, Regions.BULK_MARGIN_NM))
     start = _num(_get(regions, "surface_offset_nm"))
     parts = []
     if band is not None:
@@ -1246,9 +1228,9 @@ def _provenance_section(run, out_dir: Path) -> str:
     if inputs:
         rows = []
         for item in inputs:
-            sha = _get(item, "sha256", default="")
-            rows.append([_esc(_get(item, "role", "kind", "edge", default="")),
-                         f"<code>{_esc(_get(item, 'path', 'file', default=''))}</code>",
+            sha = _get(item, Provenance.SHA256, default="")
+            rows.append(["",  # the inputs carry no role: the manifest's file order says it
+                         f"<code>{_esc(_get(item, Provenance.PATH, default=''))}</code>",
                          f'<code class="hash">{_esc(sha)}</code>' if sha
                          else f'<span class="na">{NOT_AVAILABLE}</span>'])
         parts.append(_table(["role", "input file", "sha256"], rows, "small"))
@@ -1381,12 +1363,12 @@ def render_report(out_dir, *, paper_bins: bool = False, pool=None) -> str:
             future.cancel()
         raise
     s = run["summary"]
-    name = _get(s, "name", "lamella")
+    name = _get(s, Summary.NAME)
     sample = _get(s, "sample")
     shown = list(dict.fromkeys(str(x) for x in (name, sample) if x))
     title = "ceimap report — " + (" · ".join(shown) if shown else out.name)
     meta_parts = []
-    created = _get(_get(s, "provenance", default={}), "created_utc") or _get(s, "created_utc")
+    created = _get(_provenance(s), Provenance.CREATED_UTC)
     if created:
         meta_parts.append(f"run {_esc(created)}")
     ver = _versions(s).get("ceimap")

@@ -26,7 +26,7 @@ from ceimap.segment.spectra import mean_spectra_by_label
 from .analysis import Analysis, analyse_maps
 from .outputs import AtomicFolder, check_output_folder, provenance, write_csv, write_tiff
 from .report import warm_up, write_report
-from .summary import class_key
+from .summary import Summary, class_key
 
 def analyse_result(result: PipelineResult) -> Analysis:
     """Statistics of one pipeline result (native STXM pixels of the Ni-L stack)."""
@@ -170,15 +170,15 @@ def write_results(out: Path, result: PipelineResult, analysis: Analysis, prov: d
     write_csv(out / "thickness.csv", analysis.thickness)
     write_csv(out / "pixels.csv", analysis.pixels)
     write_csv(out / "class_spectra.csv", class_spectra_table(result))
-    if "s_edge" in analysis.summary and analysis.summary["s_edge"] is not None:
-        write_json(out / "s_edge.json", analysis.summary["s_edge"])
+    if analysis.summary.get(Summary.S_EDGE) is not None:
+        write_json(out / "s_edge.json", analysis.summary[Summary.S_EDGE])
     write_json(out / "summary.json", summary_record(lamella, analysis, prov))
     write_report(out, pool=pool)
 
 
 def summary_record(lamella: Lamella, analysis: Analysis, prov: dict) -> dict:
     """The content of ``summary.json``: the lamella's name and sample, the statistics and the provenance."""
-    return {"name": lamella.name, "sample": lamella.sample, **analysis.summary, "provenance": prov}
+    return {Summary.NAME: lamella.name, Summary.SAMPLE: lamella.sample, **analysis.summary, Summary.PROVENANCE: prov}
 
 
 def run_lamella(
