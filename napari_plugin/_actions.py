@@ -478,7 +478,7 @@ def segment(sem_layer, stack_layers) -> list[tuple]:
 
 
 def measure(sem_layer, stack_layers, classes, particles=None):
-    """Statistics of the current class map (:func:`ceimap.stats.run.analyse_result`).
+    """Statistics of the current class map (:func:`ceimap.stats.analysis.analyse_result`).
 
     Returns
     -------
@@ -486,7 +486,7 @@ def measure(sem_layer, stack_layers, classes, particles=None):
     analysis : stats.analysis.Analysis
         ``analysis.summary`` (CONTRACT keys), ``analysis.particles`` (the per-particle table) …
     """
-    from ceimap.stats.run import analyse_result
+    from ceimap.stats.analysis import analyse_result
 
     result = pipeline_result(sem_layer, stack_layers, classes=classes, particles=particles)
     return result, analyse_result(result)

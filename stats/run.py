@@ -1,7 +1,7 @@
 """One lamella from raw files to the results folder: segment stages, statistics, files, report.
 
 ``run_lamella`` is what ``ceimap run`` (and the demo) call; it holds no science of its own: it calls
-:func:`ceimap.segment.pipeline.process_lamella`, :func:`ceimap.stats.analysis.analyse_maps` and writes what they
+:func:`ceimap.segment.pipeline.process_lamella`, :func:`ceimap.stats.analysis.analyse_result` and writes what they
 return, in the formats of CONTRACT.md.
 """
 
@@ -18,38 +18,15 @@ from threadpoolctl import threadpool_limits
 from ceimap.segment import Class
 from ceimap.segment.io.jsonfile import write_json
 from ceimap.segment.lamella import Lamella, check_lamella
-from ceimap.segment.pipeline import NI_EDGE, S_EDGE, PipelineResult, process_lamella
+from ceimap.segment.pipeline import NI_EDGE, PipelineResult, process_lamella
 from ceimap.segment.workers import edge_workers, spawn_pool
 from ceimap.segment.register import labels_to_stxm, warp_to_sem
 from ceimap.segment.spectra import mean_spectra_by_label
 
-from .analysis import Analysis, analyse_maps
+from .analysis import Analysis, analyse_result
 from .outputs import AtomicFolder, check_output_folder, provenance, write_csv, write_tiff
 from .report import warm_up, write_report
 from .summary import Summary, class_key
-
-def analyse_result(result: PipelineResult) -> Analysis:
-    """Statistics of one pipeline result (native STXM pixels of the Ni-L stack)."""
-    ni = result.od_stacks[NI_EDGE]
-    s_od = result.od_stacks.get(S_EDGE)
-    return analyse_maps(
-        result.classes,
-        result.particles,
-        result.lamella.sem.pixel_size_nm,
-        result.egt2g.ratio,
-        result.egt2g.sigma,
-        result.egt2g.valid,
-        result.registrations[NI_EDGE].matrix,
-        ni.pixel_size_nm,
-        s_edge=result.s_edge,
-        s_od=s_od,
-        s_matrix=None if s_od is None else result.registrations[S_EDGE].matrix,
-        s_pixel_nm=None if s_od is None else s_od.pixel_size_nm,
-        probabilities=result.probabilities,
-        amplitude_t2g=result.egt2g.amplitude_t2g,
-        amplitude_eg=result.egt2g.amplitude_eg,
-    )
-
 
 def class_spectra_table(result: PipelineResult) -> pd.DataFrame:
     """Mean OD spectrum of each class on each edge's native grid (long table for ``class_spectra.csv``)."""
