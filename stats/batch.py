@@ -205,7 +205,7 @@ def run_batch(manifests, out_dir, *, scheduler: str | None = None, n_workers: in
 
     from .compare import write_compare
     from .outputs import provenance
-    from .report import write_text_atomic
+    from .report_html import write_text_atomic
 
     out_dir = Path(out_dir).resolve()  # batch.json records absolute paths, true from any working directory
     plan = plan_batch(manifests, out_dir)

@@ -42,12 +42,11 @@ from ceimap.segment.errors import CeimapInputError
 from ceimap.segment.io.jsonfile import json_safe
 
 from .inference import combined_surface_test, holm
-from .report import (
-    EGT2G_RANGE, PAPER_BINS, _esc, _figure, _fmt, _fmt_p, _na, _new_figure, _page, _plain_p, _read_csv,
-    _table, _versions, write_text_atomic,
-)
-from .report import _num as _finite
-from .report import _read_json as _report_read_json
+from .report_figures import EGT2G_RANGE, PAPER_BINS
+from .report_html import _esc, _figure, _fmt, _fmt_p, _na, _new_figure, _page, _plain_p, _table, write_text_atomic
+from .report_load import _num as _finite
+from .report_load import _read_csv, _versions
+from .report_load import _read_json as _report_read_json
 from .summary import Bimodality, Summary, Tests, Thickness
 
 MIN_BULK_PIXELS = 3

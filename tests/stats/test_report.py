@@ -262,7 +262,7 @@ def test_report_reads_correlations_on_the_holm_adjusted_p(tmp_path):
 def test_registration_table_shows_the_chance_test_and_an_accepted_failure():
     """The registration table states whether each edge's match beat its turned/mirrored copies, and flags a
     registration kept with --accept-registration although it did not."""
-    from ceimap.stats.report import _registration_section
+    from ceimap.stats.report_figures import _registration_section
 
     def edge(better):
         test = {"better_than_chance": better, "edge_correlation": {"z": 63.0 if better else 1.2},
