@@ -124,8 +124,8 @@ def _client(scheduler: str | None, n_workers: int):
 
     # dask starts its workers with MALLOC_TRIM_THRESHOLD_=65536, which (setting any glibc malloc parameter fixes
     # the mmap threshold at 128 KiB) sends every array above 128 KiB to a fresh mmap: page faults on each of a
-    # run's many temporary images. Measured on cycled_4p25v, two runs at once: 33.0 s, 1.7 s of system time
-    # each, against 41.4 s and 9.7 s with it. Our workers keep glibc's own (dynamic) thresholds; the other
+    # run's many temporary images (times in benchmarks/README.md, "Batch"). Our workers keep glibc's own
+    # (dynamic) thresholds; the other
     # variables dask sets (one BLAS/OpenMP thread per worker) stay. A nanny writes its variables into this
     # process's environment before it spawns, so an earlier cluster here may have left the variable behind: it is
     # taken out while the workers start, then put back.

@@ -65,15 +65,14 @@ Where the surface bands start (:func:`surface_start_from_data`)
     6. the bias that matters is that of the *band means* the paired difference is made of: for a band
        starting at ``d``, ``Δ̄(d)`` is ``Δ`` averaged over the band's depths ``[d, d + band)`` weighted by the
        NMC pixels at each depth on each side, its standard error from the same covariance (the two sides
-       share the fitted ``γ``), ``B̄(d) = |Δ̄(d)| + 1.645·se(Δ̄(d))`` (``criterion="band_mean"``, the default
-       since session 4; ``criterion="pixel"`` bounds ``B(d)`` of the band's shallowest pixels instead, the
-       session-3 rule).
+       share the fitted ``γ``), ``B̄(d) = |Δ̄(d)| + 1.645·se(Δ̄(d))`` (``criterion="band_mean"``, the default;
+       ``criterion="pixel"`` bounds ``B(d)`` of the band's shallowest pixels instead, which starts the bands
+       deeper).
 
     The start is the smallest depth ``d`` (SEM-pixel steps from 0) with ``B̄(d') ≤ k·SE`` for every deeper
     ``d'`` up to the 0.1 % depth ``3.09·σ_eff`` (the search stops there with a ``reason`` if the bound is
-    never met). Calibration (``benchmarks/bench_calibration.py``, truth segmentation, 100 null and 40 effect
-    lamellae): false-positive rate 4/100 with either criterion; power 40/40 (band mean) against 38/40, and
-    p < 0.01 in 38/40 against 30/40. When the data cannot tell — fewer than 20 STXM pixels with an
+    never met). Its false-positive rate and power are measured by ``benchmarks/bench_calibration.py``
+    (``benchmarks/README.md``, "calibration"). When the data cannot tell — fewer than 20 STXM pixels with an
     interphase weight ≥ 0.25 (no interphase: a thin one the map missed cannot be excluded), fewer than 3
     particles with both bands, no clean surface of one kind — the bands start at the conservative 1 % depth
     ``c`` and the ``reason`` says why. A given ``surface_offset_nm`` overrides the rule. The numbers
@@ -87,19 +86,17 @@ Where the surface bands start (:func:`surface_start_from_data`)
     than modelled (the fitted void amount comes out slightly negative on simulated lamellae, a sign of that
     mismatch).
 
-Why the band values are not corrected instead (measured, session 4)
+Why the band values are not corrected instead
     The same linear model could *remove* the neighbours' share from each band pixel (fitted heights minus
     ``Σ ω_c a_c`` and ``Σ ω_c b_c`` of the non-NMC classes, then the ratio) and let the bands start at the
-    edge. On 13 null calibration lamellae (truth segmentation) that correction over-corrects: the paired
-    difference comes out ``+0.046 ± 0.011`` with bands from the edge (uncorrected ``−0.016``) and 11–12 of
-    13 lamellae reject at α = 0.05 (7 of 13 from 0.5 σ_eff, 3 of 13 from 1 σ_eff; uncorrected 2, 0, 0),
-    also with the blur fitted to the lamella's own edges (least squares of the heights over the blur width:
-    0.99–1.16 × the simulated probe's σ, where ``σ_eff`` above is ≈ 1.13 ×) and with every class
-    subtracted. The reason is physical: the beam averages *transmission* over its footprint, not optical
-    density, so a pixel's OD is ``−ln Σ ω_c e^(−OD_c)``, concave in the weights — the fitted heights are
-    not linear in the class weights near an edge of strong contrast (the void's fitted Ni amount is
-    −7 to −11 % of NMC's, for a class without Ni). A correction would have to unmix each pixel's spectrum in
-    transmission (class mean spectra, per-pixel fit), which needs the OD stack here; not done.
+    edge. That correction over-corrects (null lamellae come out significant; figures in
+    ``benchmarks/README.md``, "calibration", "Tried and not adopted"), also with the blur fitted to the
+    lamella's own edges and with every class subtracted. The reason is physical: the beam averages
+    *transmission* over its footprint, not optical density, so a pixel's OD is ``−ln Σ ω_c e^(−OD_c)``,
+    concave in the weights — the fitted heights are not linear in the class weights near an edge of strong
+    contrast (a class without Ni, the void, gets a negative fitted Ni amount). A correction would have to
+    unmix each pixel's spectrum in transmission (class mean spectra, per-pixel fit), which needs the OD stack
+    here; not done.
 
 ===========================  ==================================================================================
 region                        rule (pixel ``q`` of particle ``p``)
@@ -453,7 +450,7 @@ def surface_start_from_data(classes: np.ndarray, particles: np.ndarray, sem_pixe
         Whose bias is bounded: ``"band_mean"`` (default) the band mean's — the average of ``Δ`` over the
         band's depths weighted by the NMC pixels at each depth on each side, with its standard error from
         the same covariance —, which is the bias the paired difference of band means carries; ``"pixel"``
-        the band's shallowest pixels, ``B(d)`` at the start (the session-3 rule, more conservative).
+        the band's shallowest pixels, ``B(d)`` at the start (more conservative).
 
     Returns
     -------
@@ -560,7 +557,7 @@ def surface_start_from_data(classes: np.ndarray, particles: np.ndarray, sem_pixe
     if criterion == "pixel":
         ge, gv = g_side[0, :depths.size], g_side[1, :depths.size]                # (n_depths, n_present)
         profile = (ge - gv) @ gamma + noise_side[0, :depths.size] - noise_side[1, :depths.size]
-        # the two sides' variances added (as since session 3; the covariance of the sides is left out)
+        # the two sides' variances added (the covariance of the sides is left out)
         var_profile = (np.einsum("ij,jk,ik->i", np.nan_to_num(ge), cov, np.nan_to_num(ge))
                        + np.einsum("ij,jk,ik->i", np.nan_to_num(gv), cov, np.nan_to_num(gv)))
         var_profile[~np.isfinite(profile)] = np.nan
