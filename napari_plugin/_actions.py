@@ -22,7 +22,7 @@ import numpy as np
 
 from ceimap.segment import Class
 
-from ._layers import (classes_layer, egt2g_layer, particles_layer, stack_layer, stxm_world_matrix,
+from ._layers import (CLASS_NAMES, classes_layer, egt2g_layer, particles_layer, stack_layer, stxm_world_matrix,
                       world_matrix_of_stack_meta)
 
 
@@ -544,13 +544,13 @@ def _check_annotations(labels: np.ndarray, shape) -> np.ndarray:
     labels = np.asarray(labels)
     if labels.shape != tuple(shape):
         raise LayerError(f"annotations {labels.shape} do not match the SEM image {tuple(shape)}")
-    if labels.size and (labels.min() < 0 or labels.max() > 4 or not np.issubdtype(labels.dtype, np.integer)):
-        bad = np.setdiff1d(np.unique(labels), [0, 1, 2, 3, 4])
+    if labels.size and (labels.min() < 0 or labels.max() > max(Class) or not np.issubdtype(labels.dtype, np.integer)):
+        bad = np.setdiff1d(np.unique(labels), [int(c) for c in Class])
         if bad.size:
-            raise LayerError(f"annotations hold codes {bad.tolist()}: use 1 NMC, 2 interphase, 3 electrolyte, "
-                             "4 void")
+            raise LayerError(f"annotations hold codes {bad.tolist()}: use "
+                             + ", ".join(f"{int(c)} {name}" for c, name in CLASS_NAMES.items() if c != Class.OUTSIDE))
     labels = labels.astype(np.uint8, copy=False)
-    if np.count_nonzero(np.bincount(labels.ravel(), minlength=5)[1:]) < 2:  # (a bincount: fast on 4 Mpx)
+    if np.count_nonzero(np.bincount(labels.ravel(), minlength=len(Class))[1:]) < 2:  # (a bincount: fast on 4 Mpx)
         raise LayerError("annotate at least two classes before training")
     return labels
 

@@ -267,7 +267,8 @@ def analyse_maps(classes: np.ndarray, particles: np.ndarray, sem_pixel_nm: float
     thickness = thick_details[["particle_id", "x_nm", "y_nm", "thickness_nm"]].copy()
     thick_summary = summarise_thickness(thickness, resolution_nm)
     area_check = thickness_area_check(contacts, particles, sem_pixel_nm)
-    thick_summary[Thickness.METHOD] = p.thickness_method + (" (class probabilities)" if probabilities is not None else "")
+    thick_summary[Thickness.METHOD] = (p.thickness_method
+                                       + (" (class probabilities)" if probabilities is not None else ""))
     thick_summary[Thickness.AREA_CHECK_MEAN_NM] = (float(np.average(area_check["area_thickness_nm"],
                                                             weights=area_check["inner_length_nm"]))
                                            if len(area_check) and area_check["inner_length_nm"].sum() > 0

@@ -15,36 +15,36 @@ from pathlib import Path
 from .summary import Provenance, Regions, SEdge, Summary, Thickness
 
 
-def _read_json(path: Path):
+def _read_optional(path: Path, read):
+    """``read(path)``, or None when the file is absent or unreadable (a damaged file is left out of the report;
+    :class:`ceimap.segment.errors.CeimapInputError` is a ``ValueError``)."""
     if not path.is_file():
         return None
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        return read(path)
     except (OSError, ValueError):
         return None
+
+
+def _load_json(path: Path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _read_json(path: Path):
+    return _read_optional(path, _load_json)
 
 
 def _read_csv(path: Path):
     import pandas as pd
 
-    if not path.is_file():
-        return None
-    try:
-        return pd.read_csv(path)
-    except (OSError, ValueError):
-        return None
+    return _read_optional(path, pd.read_csv)
 
 
 def _read_tiff(path: Path):
     from ceimap.segment.io.tiff import read_tiff_image
 
-    if not path.is_file():
-        return None
-    try:
-        return read_tiff_image(path)
-    except (OSError, ValueError):  # CeimapInputError included: a damaged map is left out of the report
-        return None
+    return _read_optional(path, read_tiff_image)
 
 
 def load_run(out_dir) -> dict:
