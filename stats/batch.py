@@ -30,6 +30,7 @@ from ceimap.segment.errors import CeimapInputError
 from ceimap.segment.io.jsonfile import json_safe
 
 from .outputs import check_output_folder, write_csv
+from .summary import Bimodality, RegionValues, Summary, Test, Tests, Thickness
 
 
 def _folder_name(text: str) -> str:
@@ -145,19 +146,19 @@ def _client(scheduler: str | None, n_workers: int):
 def lamella_row(run_dir: str | Path) -> dict:
     """The key numbers of one run folder (``summary.json``) as one flat row."""
     s = json.loads((Path(run_dir) / "summary.json").read_text(encoding="utf-8"))
-    t = s.get("interphase_thickness_nm") or {}
-    test = (s.get("tests") or {}).get("surface_electrolyte_vs_void") or {}
-    bim = (s.get("bimodality") or {}).get("bulk_particles") or {}
-    row = {"lamella": s.get("name"), "sample": s.get("sample"), "n_particles": s.get("n_particles"),
-           **{f"fraction_{k}": v for k, v in (s.get("class_fractions") or {}).items()},
-           "thickness_mean_nm": t.get("mean"), "thickness_sd_nm": t.get("sd"), "thickness_n": t.get("n"),
-           "thickness_resolvable": t.get("resolvable")}
-    for region, d in (s.get("egt2g") or {}).items():
-        row[f"egt2g_{region}_mean"] = (d or {}).get("mean")
-        row[f"egt2g_{region}_n"] = (d or {}).get("n")
-    row.update({"surface_test_p": test.get("p_value"), "surface_test_effect": test.get("effect"),
-                "surface_test_method": test.get("method"), "bulk_bimodal": bim.get("bimodal"),
-                "bulk_dip_p": bim.get("dip_p")})
+    t = s.get(Summary.THICKNESS) or {}
+    test = (s.get(Summary.TESTS) or {}).get(Tests.SURFACE) or {}
+    bim = (s.get(Summary.BIMODALITY) or {}).get(Bimodality.BULK_PARTICLES) or {}
+    row = {"lamella": s.get(Summary.NAME), "sample": s.get(Summary.SAMPLE), "n_particles": s.get(Summary.N_PARTICLES),
+           **{f"fraction_{k}": v for k, v in (s.get(Summary.CLASS_FRACTIONS) or {}).items()},
+           "thickness_mean_nm": t.get(Thickness.MEAN), "thickness_sd_nm": t.get(Thickness.SD),
+           "thickness_n": t.get(Thickness.N), "thickness_resolvable": t.get(Thickness.RESOLVABLE)}
+    for region, d in (s.get(Summary.EGT2G) or {}).items():
+        row[f"egt2g_{region}_mean"] = (d or {}).get(RegionValues.MEAN)
+        row[f"egt2g_{region}_n"] = (d or {}).get(RegionValues.N)
+    row.update({"surface_test_p": test.get(Test.P_VALUE), "surface_test_effect": test.get(Test.EFFECT),
+                "surface_test_method": test.get(Test.METHOD), "bulk_bimodal": bim.get(Bimodality.BIMODAL),
+                "bulk_dip_p": bim.get(Bimodality.DIP_P)})
     return row
 
 
