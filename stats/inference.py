@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .summary import Correlation, Correlations
+
 _Z975 = float(stats.norm.ppf(0.975))
 
 
@@ -271,24 +273,25 @@ def correlation(x: np.ndarray, y: np.ndarray) -> dict:
     ok = np.isfinite(x) & np.isfinite(y)
     x, y = x[ok], y[ok]
     n = int(x.size)
-    out = {"r": np.nan, "p": np.nan, "method": "pearson", "ci_low": np.nan, "ci_high": np.nan, "n": n,
-           "spearman": {"rho": np.nan, "p": np.nan, "ci_low": np.nan, "ci_high": np.nan}, "reason": None}
+    c = Correlation
+    spearman = {c.RHO: np.nan, c.P: np.nan, c.CI_LOW: np.nan, c.CI_HIGH: np.nan}
+    out = {c.R: np.nan, c.P: np.nan, c.METHOD: "pearson", c.CI_LOW: np.nan, c.CI_HIGH: np.nan, c.N: n,
+           c.SPEARMAN: spearman, c.REASON: None}
     if n < 3:
-        out["reason"] = f"{n} unit(s): need at least 3"
+        out[c.REASON] = f"{n} unit(s): need at least 3"
         return out
     if np.ptp(x) == 0 or np.ptp(y) == 0:
-        out["reason"] = "a variable is constant"
+        out[c.REASON] = "a variable is constant"
         return out
     r, p = stats.pearsonr(x, y)
     rho, ps = stats.spearmanr(x, y)
-    out.update(r=float(r), p=float(p))
-    out["spearman"].update(rho=float(rho), p=float(ps))
+    out.update({c.R: float(r), c.P: float(p)})
+    spearman.update({c.RHO: float(rho), c.P: float(ps)})
     if n >= 4:
-        out["ci_low"], out["ci_high"] = _fisher_ci(r, n, 1 / np.sqrt(n - 3))
-        lo, hi = _fisher_ci(rho, n, np.sqrt((1 + rho ** 2 / 2) / (n - 3)))
-        out["spearman"].update(ci_low=lo, ci_high=hi)
+        out[c.CI_LOW], out[c.CI_HIGH] = _fisher_ci(r, n, 1 / np.sqrt(n - 3))
+        spearman[c.CI_LOW], spearman[c.CI_HIGH] = _fisher_ci(rho, n, np.sqrt((1 + rho ** 2 / 2) / (n - 3)))
     else:
-        out["reason"] = "3 units: no confidence interval"
+        out[c.REASON] = "3 units: no confidence interval"
     return out
 
 
@@ -310,10 +313,10 @@ def correlations(particle_table: pd.DataFrame, value: str = "egt2g_mean") -> dic
     """
     y = particle_table[value].to_numpy(float)
     out = {}
-    for key, column in (("egt2g_vs_size", "equivalent_diameter_nm"),
-                        ("egt2g_vs_contact_ratio", "contact_ratio_electrolyte")):
+    for key, column in ((Correlations.SIZE, "equivalent_diameter_nm"),
+                        (Correlations.CONTACT_RATIO, "contact_ratio_electrolyte")):
         res = correlation(particle_table[column].to_numpy(float), y)
-        res.update(x=column, y=value)
+        res.update({Correlation.X: column, Correlation.Y: value})
         out[key] = res
     return out
 
@@ -375,24 +378,26 @@ def holm_correlations(corr: dict, alpha: float = 0.05) -> dict:
     >>> round(c["a"]["p_holm"], 3), round(c["b"]["p_holm"], 3), round(c["a"]["spearman"]["p_holm"], 3)
     (0.04, 0.09, 0.09)
     """
-    out = {name: {**entry, "spearman": dict(entry.get("spearman") or {})} if isinstance(entry, dict) else entry
+    out = {name: {**entry, Correlation.SPEARMAN: dict(entry.get(Correlation.SPEARMAN) or {})}
+           if isinstance(entry, dict) else entry
            for name, entry in corr.items()}
+    c = Correlation
     slots = []
     for entry in out.values():
         if isinstance(entry, dict):
             slots.append(entry)
-            if entry["spearman"]:
-                slots.append(entry["spearman"])
-    finite = [e for e in slots if e.get("p") is not None and np.isfinite(float(e["p"]))]
+            if entry[c.SPEARMAN]:
+                slots.append(entry[c.SPEARMAN])
+    finite = [e for e in slots if e.get(c.P) is not None and np.isfinite(float(e[c.P]))]
     for e in slots:
-        e.update(p_holm=np.nan, significant_holm=None, holm_family_size=len(finite))
+        e.update({c.P_HOLM: np.nan, c.SIGNIFICANT_HOLM: None, c.HOLM_FAMILY_SIZE: len(finite)})
     if finite:
-        p_adj, reject = holm([float(e["p"]) for e in finite], alpha=alpha)
+        p_adj, reject = holm([float(e[c.P]) for e in finite], alpha=alpha)
         for e, p, r in zip(finite, p_adj, reject):
-            e.update(p_holm=float(p), significant_holm=bool(r))
+            e.update({c.P_HOLM: float(p), c.SIGNIFICANT_HOLM: bool(r)})
     for entry in out.values():
-        if isinstance(entry, dict) and not entry["spearman"]:
-            del entry["spearman"]
+        if isinstance(entry, dict) and not entry[c.SPEARMAN]:
+            del entry[c.SPEARMAN]
     return out
 
 

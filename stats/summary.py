@@ -76,6 +76,7 @@ class Thickness:
     N = "n"                                        # boundary points
     RESOLVABLE = "resolvable"
     N_PARTICLES = "n_particles"
+    PARTICLE_MEAN_SD = "particle_mean_sd"
     RESOLUTION_NM = "resolution_nm"
     REASON = "reason"
     METHOD = "method"
@@ -148,6 +149,7 @@ class Correlation:
     RHO = "rho"                                    # Spearman's rho (the sub-entry)
     P = "p"                                        # the test's own two-tailed p
     P_HOLM = "p_holm"
+    SIGNIFICANT_HOLM = "significant_holm"
     HOLM_FAMILY_SIZE = "holm_family_size"
     CI_LOW = "ci_low"
     CI_HIGH = "ci_high"
@@ -155,6 +157,8 @@ class Correlation:
     METHOD = "method"                              # the entry only
     SPEARMAN = "spearman"
     REASON = "reason"
+    X = "x"                                        # the particle-table columns correlated (the entry only)
+    Y = "y"
 
 
 class Regions:

@@ -47,6 +47,8 @@ from skimage.measure import find_contours
 
 from ceimap.segment import Class
 
+from .summary import Thickness
+
 THICKNESS_COLUMNS = ["particle_id", "x_nm", "y_nm", "thickness_nm"]
 OUTER_KINDS = {Class.OUTSIDE: "outside", Class.NMC: "particle", Class.INTERPHASE: "particle",
                Class.ELECTROLYTE: "electrolyte", Class.VOID: "void"}
@@ -382,6 +384,7 @@ def summarise_thickness(df: pd.DataFrame, resolution_nm: float, *, min_samples: 
         reason = f"mean width {mean:.1f} nm is below the resolution {resolution_nm:.1f} nm"
     else:
         reason = None
-    return {"mean": mean, "sd": sd, "median": median, "n": n, "resolvable": reason is None,
-            "n_particles": n_particles, "particle_mean_sd": particle_sd,
-            "resolution_nm": float(resolution_nm), "reason": reason}
+    return {Thickness.MEAN: mean, Thickness.SD: sd, Thickness.MEDIAN: median, Thickness.N: n,
+            Thickness.RESOLVABLE: reason is None, Thickness.N_PARTICLES: n_particles,
+            Thickness.PARTICLE_MEAN_SD: particle_sd, Thickness.RESOLUTION_NM: float(resolution_nm),
+            Thickness.REASON: reason}
