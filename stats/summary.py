@@ -1,8 +1,12 @@
 """The schema of ``summary.json``: what :mod:`ceimap.stats.analysis` writes and :mod:`ceimap.stats.report` reads.
 
 Both sides use the names defined here, so a key cannot be written under one name and looked for under
-another. CONTRACT.md lists the keys users rely on; the rest (``regions``, ``s_edge``, the extra tests) are
-extensions that the report also reads.
+another: :func:`ceimap.stats.analysis.analyse_maps` and :func:`ceimap.stats.run.summary_record` assemble the
+file with them, :mod:`ceimap.stats.inference` (correlations) and :mod:`ceimap.stats.thickness` write their
+entries with them, and the report (:mod:`ceimap.stats.report`, :mod:`ceimap.stats.report_load`),
+:mod:`ceimap.stats.compare` and :mod:`ceimap.stats.batch` read exactly these keys, one key per value. CONTRACT.md
+lists the keys users rely on; the rest (``regions``, ``s_edge``, the extra tests) are extensions that the
+report also reads.
 
 Class names
 -----------
