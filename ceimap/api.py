@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
-from ceimap.segment import CLASS_CODES
+from ceimap.segment import Class
 from ceimap.segment.errors import CeimapInputError
+from ceimap.stats.summary import class_key
 
 if TYPE_CHECKING:  # imported where used: `import ceimap` stays light
     import numpy as np
@@ -317,7 +318,7 @@ def train_annotated(annotated: list, *, estimator: str = "random_forest", seed: 
     present = set()
     for _, labels in annotated:
         present.update(int(v) for v in np.unique(labels) if v > 0)
-    unannotated = [f"{code} ({name})" for name, code in CLASS_CODES.items() if code and code not in present]
+    unannotated = [f"{int(c)} ({class_key(c)})" for c in Class if c != Class.OUTSIDE and c not in present]
     if len(present) == 1:
         raise CeimapInputError(f"the annotations name only class {present.pop()}: annotate at least two classes",
                                path=", ".join(str(lam.annotations_path) for lam, _ in annotated))

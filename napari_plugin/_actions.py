@@ -20,7 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ._layers import (classes_layer, egt2g_layer, particles_layer, stack_layer, stxm_world_matrix,
+from ceimap.segment import Class
+
+from ._layers import (CLASS_NAMES, classes_layer, egt2g_layer, particles_layer, stack_layer, stxm_world_matrix,
                       world_matrix_of_stack_meta)
 
 
@@ -389,7 +391,7 @@ def predict(classifier, maps: dict, *, region=None) -> list[tuple]:
     classes, _, entropy = classifier.predict(sem, maps["od_stacks"], maps["registrations"], egt2g=maps["egt2g"],
                                              s_edge=maps["s_edge"], mask=mask, tile_px=tile_px)
     p = sem.pixel_size_nm
-    unc = np.where(classes > 0, entropy, np.nan).astype(np.float32)
+    unc = np.where(classes != Class.OUTSIDE, entropy, np.nan).astype(np.float32)
     return [classes_layer(classes, p, name="prediction"),
             (unc, {"name": "uncertainty", "scale": (p, p), "units": ("nm", "nm"), "colormap": "inferno",
                    "contrast_limits": (0.0, 1.0), "opacity": 0.6, "visible": False,
@@ -476,7 +478,7 @@ def segment(sem_layer, stack_layers) -> list[tuple]:
 
 
 def measure(sem_layer, stack_layers, classes, particles=None):
-    """Statistics of the current class map (:func:`ceimap.stats.run.analyse_result`).
+    """Statistics of the current class map (:func:`ceimap.stats.analysis.analyse_result`).
 
     Returns
     -------
@@ -484,7 +486,7 @@ def measure(sem_layer, stack_layers, classes, particles=None):
     analysis : stats.analysis.Analysis
         ``analysis.summary`` (CONTRACT keys), ``analysis.particles`` (the per-particle table) …
     """
-    from ceimap.stats.run import analyse_result
+    from ceimap.stats.analysis import analyse_result
 
     result = pipeline_result(sem_layer, stack_layers, classes=classes, particles=particles)
     return result, analyse_result(result)
@@ -542,13 +544,13 @@ def _check_annotations(labels: np.ndarray, shape) -> np.ndarray:
     labels = np.asarray(labels)
     if labels.shape != tuple(shape):
         raise LayerError(f"annotations {labels.shape} do not match the SEM image {tuple(shape)}")
-    if labels.size and (labels.min() < 0 or labels.max() > 4 or not np.issubdtype(labels.dtype, np.integer)):
-        bad = np.setdiff1d(np.unique(labels), [0, 1, 2, 3, 4])
+    if labels.size and (labels.min() < 0 or labels.max() > max(Class) or not np.issubdtype(labels.dtype, np.integer)):
+        bad = np.setdiff1d(np.unique(labels), [int(c) for c in Class])
         if bad.size:
-            raise LayerError(f"annotations hold codes {bad.tolist()}: use 1 NMC, 2 interphase, 3 electrolyte, "
-                             "4 void")
+            raise LayerError(f"annotations hold codes {bad.tolist()}: use "
+                             + ", ".join(f"{int(c)} {name}" for c, name in CLASS_NAMES.items() if c != Class.OUTSIDE))
     labels = labels.astype(np.uint8, copy=False)
-    if np.count_nonzero(np.bincount(labels.ravel(), minlength=5)[1:]) < 2:  # (a bincount: fast on 4 Mpx)
+    if np.count_nonzero(np.bincount(labels.ravel(), minlength=len(Class))[1:]) < 2:  # (a bincount: fast on 4 Mpx)
         raise LayerError("annotate at least two classes before training")
     return labels
 
@@ -781,7 +783,7 @@ class Stage:
         from ._layers import classes_layer
 
         p = pixel_size_nm
-        unc = np.where(self.classes > 0, self.entropy, np.nan).astype(np.float32)
+        unc = np.where(self.classes != Class.OUTSIDE, self.entropy, np.nan).astype(np.float32)
         return [classes_layer(self.classes, p, name="prediction"),
                 (unc, {"name": "uncertainty", "scale": (p, p), "units": ("nm", "nm"), "colormap": "inferno",
                        "contrast_limits": (0.0, 1.0), "opacity": 0.6, "visible": False,

@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import numpy as np
 
-CLASS_NAMES = {0: "outside / not annotated", 1: "NMC", 2: "interphase", 3: "electrolyte", 4: "void"}
-"""Class codes (``segment.CLASS_CODES``) and the names shown in the viewer."""
+from ceimap.segment import Class
+from ceimap.stats.summary import FRACTION_CLASSES, class_label
 
-CLASS_COLORMAP = {0: "transparent", 1: "#d62728", 2: "#2ca02c", 3: "#1f77b4", 4: "#7f7f7f", None: "black"}
+CLASS_NAMES = {Class.OUTSIDE: "outside / not annotated", **{c: class_label(c) for c in FRACTION_CLASSES}}
+"""The names of the class codes (:class:`ceimap.Class`) shown in the viewer."""
+
+CLASS_COLORMAP = {Class.OUTSIDE: "transparent", Class.NMC: "#d62728", Class.INTERPHASE: "#2ca02c",
+                  Class.ELECTROLYTE: "#1f77b4", Class.VOID: "#7f7f7f", None: "black"}
 """Label colours as in the paper: NMC red, interphase green, electrolyte blue, void grey."""
 
 EGT2G_LIMITS = (0.7, 2.4)
@@ -142,8 +146,9 @@ def stack_layer(stack, *, matrix=None, sem_pixel_nm: float | None = None, name: 
 
 def classes_layer(classes, pixel_size_nm: float | None, name: str = "classes", **extra) -> tuple:
     """Labels layer data of a class map (0 outside, 1 NMC, 2 interphase, 3 electrolyte, 4 void)."""
-    kwargs = {"name": name, "colormap": dict(CLASS_COLORMAP), "opacity": 0.5,
-              "metadata": {"class_names": {str(k): v for k, v in CLASS_NAMES.items()}, "kind": "classes"}}
+    colormap = {k if k is None else int(k): v for k, v in CLASS_COLORMAP.items()}
+    kwargs = {"name": name, "colormap": colormap, "opacity": 0.5,
+              "metadata": {"class_names": {str(int(k)): v for k, v in CLASS_NAMES.items()}, "kind": "classes"}}
     if pixel_size_nm is not None:
         kwargs["scale"] = (float(pixel_size_nm),) * 2
         kwargs["units"] = ("nm", "nm")

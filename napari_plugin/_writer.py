@@ -6,7 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-N_CLASSES = 4
+from ceimap.segment import Class
+
+from ._layers import CLASS_NAMES
 
 
 def write_classes(path: str, data, meta: dict) -> list[str]:
@@ -40,12 +42,13 @@ def write_classes(path: str, data, meta: dict) -> list[str]:
         raise CeimapInputError(f"a class map must be 2-D, the layer has shape {img.shape}", path=path)
     if not (np.issubdtype(img.dtype, np.integer) or img.dtype == bool):
         raise CeimapInputError(f"class codes must be integers, the layer holds {img.dtype}", path=path)
-    bad = (img < 0) | (img > N_CLASSES)
+    bad = (img < 0) | (img > max(Class))
     if np.any(bad):
         values = ", ".join(str(v) for v in np.unique(img[bad])[:5].tolist())
         raise CeimapInputError(
-            f"class codes must be 0–{N_CLASSES} (0 outside / not annotated, 1 NMC, 2 interphase, 3 electrolyte, "
-            f"4 void); the layer holds {values}", path=path)
+            f"class codes must be 0–{int(max(Class))} ("
+            + ", ".join(f"{int(c)} {name}" for c, name in CLASS_NAMES.items()) + f"); the layer holds {values}",
+            path=path)
     img = img.astype(np.uint8)
     scale = (meta or {}).get("scale")
     pixel_nm = None

@@ -20,20 +20,28 @@ for undefined values).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from ceimap.segment import Class
+from ceimap.segment.io.jsonfile import json_safe
+
+if TYPE_CHECKING:
+    from ceimap.segment.pipeline import PipelineResult
+    from ceimap.segment.spectra import EgT2gMap, SEdgeMap
+    from ceimap.segment.stack import Stack
+
 from .distributions import bimodality
 from .inference import (correlations, edge_shift, holm_correlations, naive_pixel_test, pixel_mixed_model,
                         surface_electrolyte_vs_void)
+from .summary import (FRACTION_CLASSES, REGIONS, Bimodality, Regions, RegionValues, SEdge, Summary, Tests, Thickness,
+                      class_key)
 from .regions import RegionMaps, contact_classes, default_distances, pixel_table, stxm_regions
 from .tables import particle_table
 from .thickness import interphase_thickness, summarise_thickness, thickness_area_check
-
-CLASS_FRACTION_KEYS = {"nmc": 1, "interphase": 2, "electrolyte": 3, "void": 4}
-
 
 @dataclass(frozen=True)
 class Analysis:
@@ -65,29 +73,6 @@ class Analysis:
     details: dict = field(default_factory=dict)
 
 
-def to_json_ready(obj):
-    """Recursively convert numpy scalars/arrays, tuples and NaN/inf to plain JSON values (NaN → None).
-
-    Examples
-    --------
-    >>> to_json_ready({"a": np.float64("nan"), "b": (np.int64(2), np.bool_(True)), "c": np.arange(2)})
-    {'a': None, 'b': [2, True], 'c': [0, 1]}
-    """
-    if isinstance(obj, dict):
-        return {str(k): to_json_ready(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_json_ready(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return [to_json_ready(v) for v in obj.tolist()]
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if np.isfinite(obj) else None
-    return obj
-
-
 def class_fractions(classes: np.ndarray) -> dict:
     """Area fraction of each class within the analysed area (class ≠ 0) of the SEM grid.
 
@@ -98,8 +83,8 @@ def class_fractions(classes: np.ndarray) -> dict:
     """
     classes = np.asarray(classes)
     total = int(np.count_nonzero(classes))
-    return {name: (float(np.count_nonzero(classes == code)) / total if total else float("nan"))
-            for name, code in CLASS_FRACTION_KEYS.items()}
+    return {class_key(code): (float(np.count_nonzero(classes == code)) / total if total else float("nan"))
+            for code in FRACTION_CLASSES}
 
 
 def region_summary(pixels: pd.DataFrame, region: str) -> dict:
@@ -107,8 +92,9 @@ def region_summary(pixels: pd.DataFrame, region: str) -> dict:
     sel = pixels.loc[(pixels["region"] == region) & np.isfinite(pixels["egt2g"])]
     v = sel["egt2g"].to_numpy(float)
     n = int(v.size)
-    return {"mean": float(v.mean()) if n else np.nan, "sd": float(v.std(ddof=1)) if n > 1 else np.nan,
-            "n": n, "n_particles": int(sel.loc[sel["particle_id"] > 0, "particle_id"].nunique())}
+    return {RegionValues.MEAN: float(v.mean()) if n else np.nan,
+            RegionValues.SD: float(v.std(ddof=1)) if n > 1 else np.nan, RegionValues.N: n,
+            RegionValues.N_PARTICLES: int(sel.loc[sel["particle_id"] > 0, "particle_id"].nunique())}
 
 
 def _s_edge_from_spectra(classes, sem_pixel_nm, s_od, s_matrix, s_pixel_nm, psf_fwhm_nm):
@@ -117,11 +103,11 @@ def _s_edge_from_spectra(classes, sem_pixel_nm, s_od, s_matrix, s_pixel_nm, psf_
     from ceimap.segment.spectra import fit_s_edge
 
     reach_nm = default_distances(s_pixel_nm, psf_fwhm_nm)["contamination_nm"]
-    electrolyte = classes == 3
+    electrolyte = classes == Class.ELECTROLYTE
     depth_nm = ndimage.distance_transform_edt(np.pad(electrolyte, 1))[1:-1, 1:-1] * sem_pixel_nm
     labels = np.zeros(classes.shape, dtype=np.uint8)
     labels[electrolyte & (depth_nm - 0.5 * sem_pixel_nm >= reach_nm)] = 1   # bulk electrolyte
-    labels[classes == 2] = 2                                               # interphase
+    labels[classes == Class.INTERPHASE] = 2                                # interphase
     on_s = labels_to_stxm(labels, s_matrix, s_od.shape_yx)
     out, spectra = {}, {}
     for name, code in (("electrolyte", 1), ("interphase", 2)):
@@ -151,7 +137,7 @@ def _s_edge_from_map(s_edge, classes, s_matrix):
 
     on_s = labels_to_stxm(np.asarray(classes), s_matrix, np.asarray(s_edge.position_ev).shape)
     out = {}
-    for name, code in (("electrolyte", 3), ("interphase", 2)):
+    for name, code in (("electrolyte", Class.ELECTROLYTE), ("interphase", Class.INTERPHASE)):
         ok = (on_s == code) & np.asarray(s_edge.valid, bool) & np.isfinite(s_edge.position_ev)
         v = np.asarray(s_edge.position_ev)[ok]
         n = int(v.size)
@@ -162,123 +148,158 @@ def _s_edge_from_map(s_edge, classes, s_matrix):
     return out
 
 
-def analyse_maps(classes: np.ndarray, particles: np.ndarray, sem_pixel_nm: float, egt2g: np.ndarray,
-                 egt2g_sigma: np.ndarray, egt2g_valid: np.ndarray, ni_matrix: np.ndarray, ni_pixel_nm: float,
-                 s_edge=None, s_od=None, s_matrix=None, s_pixel_nm=None, psf_fwhm_nm: float = 50.0, *,
-                 surface_band_nm: float | None = None, surface_offset_nm: float | None = None,
-                 bulk_margin_nm: float | None = None, thickness_method: str = "normal",
-                 resolution_nm: float | None = None, min_surface_pixels: int = 1, n_boot: int = 199,
-                 seed: int = 0, probabilities: np.ndarray | None = None,
-                 amplitude_t2g: np.ndarray | None = None, amplitude_eg: np.ndarray | None = None) -> Analysis:
-    """Statistics of one lamella from its maps, on native Ni-L STXM pixels.
+@dataclass(frozen=True)
+class StxmGrid:
+    """Where a native STXM grid lies on the SEM grid.
 
-    Parameters
+    Attributes
     ----------
-    classes : ndarray of uint8, shape (ny_sem, nx_sem)
-        Class map on the SEM grid.
-    particles : ndarray of int, shape (ny_sem, nx_sem)
-        NMC particle ids on the SEM grid.
-    sem_pixel_nm : float
-        SEM pixel size.
-    egt2g, egt2g_sigma : ndarray, shape (ny, nx)
-        e_g/t_2g ratio and its uncertainty on the native Ni-L STXM grid.
-    egt2g_valid : ndarray of bool, shape (ny, nx)
-        Pixels with a measurable ratio.
-    ni_matrix : ndarray, shape (3, 3)
-        Ni-L STXM pixel → SEM pixel.
-    ni_pixel_nm : float
-        Ni-L STXM pixel size.
-    s_edge : SEdgeMap, optional
-        Per-pixel S-edge positions on the S-L grid (used when ``s_od`` is not given).
-    s_od : Stack, optional
-        Aligned S-L optical-density stack: region-summed spectra are fitted with
-        :func:`ceimap.segment.spectra.fit_s_edge`.
-    s_matrix : ndarray, shape (3, 3), optional
-        S-L STXM pixel → SEM pixel (needed with ``s_od`` or ``s_edge``).
-    s_pixel_nm : float, optional
-        S-L pixel size (default: that of ``s_od``).
+    matrix : ndarray, shape (3, 3)
+        STXM pixel ``(x, y, 1)`` → SEM pixel ``(x, y, 1)`` (a :class:`ceimap.segment.register.Registration`'s
+        ``matrix``).
+    pixel_size_nm : float
+        STXM pixel size in nm.
+    """
+
+    matrix: np.ndarray
+    pixel_size_nm: float
+
+
+@dataclass(frozen=True)
+class AnalysisParameters:
+    """The statistics' settings; the defaults are those of ``ceimap run``.
+
+    Attributes
+    ----------
     psf_fwhm_nm : float
-        STXM probe FWHM.
+        STXM probe FWHM in nm.
     surface_band_nm, surface_offset_nm, bulk_margin_nm : float, optional
-        Region distances (:func:`ceimap.stats.regions.default_distances`).
+        Region distances in nm (:func:`ceimap.stats.regions.default_distances`). Without ``surface_offset_nm``
+        the surface bands start at the depth derived from the lamella when the e_g/t_2g map has its peak
+        heights (:func:`ceimap.stats.regions.surface_start_from_data`), otherwise at the 1 % contamination depth.
     thickness_method : {"normal", "distance", "edt"}
         See :func:`ceimap.stats.thickness.interphase_thickness`.
     resolution_nm : float, optional
-        Resolution below which the interphase is not resolvable; default ``max(psf_fwhm_nm, ni_pixel_nm)``.
+        Resolution in nm below which the interphase is not resolvable; default
+        ``max(psf_fwhm_nm, Ni-L pixel size)``.
     min_surface_pixels : int
         Minimum valid pixels for a particle's band mean to enter the surface test.
     n_boot : int
         Bootstrap samples of the mixture test.
     seed : int
         Random seed of the bootstraps.
+    """
+
+    psf_fwhm_nm: float = 50.0
+    surface_band_nm: float | None = None
+    surface_offset_nm: float | None = None
+    bulk_margin_nm: float | None = None
+    thickness_method: str = "normal"
+    resolution_nm: float | None = None
+    min_surface_pixels: int = 1
+    n_boot: int = 199
+    seed: int = 0
+
+
+def analyse_maps(classes: np.ndarray, particles: np.ndarray, sem_pixel_nm: float, egt2g: EgT2gMap,
+                 ni_grid: StxmGrid, *, s_od: Stack | None = None, s_edge: SEdgeMap | None = None,
+                 s_grid: StxmGrid | None = None, probabilities: np.ndarray | None = None,
+                 parameters: AnalysisParameters = AnalysisParameters()) -> Analysis:
+    """Statistics of one lamella from its maps, on native Ni-L STXM pixels.
+
+    :func:`analyse_result` calls this on a pipeline's (or the viewer's) result.
+
+    Parameters
+    ----------
+    classes : ndarray of uint8, shape (ny_sem, nx_sem)
+        Class map on the SEM grid (:class:`ceimap.Class` codes).
+    particles : ndarray of int, shape (ny_sem, nx_sem)
+        NMC particle ids on the SEM grid.
+    sem_pixel_nm : float
+        SEM pixel size in nm.
+    egt2g : EgT2gMap
+        The e_g/t_2g ratio, its uncertainty and validity on the native Ni-L STXM grid; its fitted peak
+        heights (``amplitude_t2g``, ``amplitude_eg``), when present, set where the surface bands start.
+    ni_grid : StxmGrid
+        The Ni-L STXM grid on the SEM grid.
+    s_od : Stack, optional
+        Aligned S-L optical-density stack: region-summed spectra are fitted with
+        :func:`ceimap.segment.spectra.fit_s_edge`.
+    s_edge : SEdgeMap, optional
+        Per-pixel S-edge positions on the S-L grid (used when ``s_od`` is not given).
+    s_grid : StxmGrid, optional
+        The S-L STXM grid on the SEM grid (needed with ``s_od`` or ``s_edge``).
     probabilities : ndarray, shape (5, ny_sem, nx_sem), optional
         Class probabilities of the segmentation; when given, thickness boundaries are located on them
         (sub-pixel) instead of on the smoothed hard class map.
-    amplitude_t2g, amplitude_eg : ndarray, shape (ny, nx), optional
-        Fitted Ni L3 peak heights (:class:`ceimap.segment.spectra.EgT2gMap`); with both (and no
-        ``surface_offset_nm``) the surface bands start at the depth derived from this lamella
-        (:func:`ceimap.stats.regions.surface_start_from_data`), otherwise at the 1 % contamination depth.
+    parameters : AnalysisParameters
+        The statistics' settings.
 
     Returns
     -------
     Analysis
     """
+    p = parameters
     classes = np.asarray(classes)
     particles = np.asarray(particles)
-    egt2g = np.asarray(egt2g, float)
+    ratio = np.asarray(egt2g.ratio, float)
+    sigma = np.asarray(egt2g.sigma, float)
+    valid = np.asarray(egt2g.valid, bool)
+    resolution_nm = p.resolution_nm
     if resolution_nm is None:
-        resolution_nm = float(max(psf_fwhm_nm, ni_pixel_nm))
+        resolution_nm = float(max(p.psf_fwhm_nm, ni_grid.pixel_size_nm))
 
     ni_map = None
-    if amplitude_t2g is not None and amplitude_eg is not None:
-        ni_map = {"egt2g": egt2g, "egt2g_sigma": np.asarray(egt2g_sigma, float),
-                  "egt2g_valid": np.asarray(egt2g_valid, bool), "amplitude_t2g": np.asarray(amplitude_t2g, float),
-                  "amplitude_eg": np.asarray(amplitude_eg, float)}
-    maps = stxm_regions(classes, particles, sem_pixel_nm, ni_matrix, egt2g.shape, ni_pixel_nm, psf_fwhm_nm,
-                        surface_band_nm=surface_band_nm, surface_offset_nm=surface_offset_nm,
-                        bulk_margin_nm=bulk_margin_nm, ni_map=ni_map)
-    pixels = pixel_table(maps, egt2g, np.asarray(egt2g_sigma, float), np.asarray(egt2g_valid, bool))
+    if egt2g.amplitude_t2g is not None and egt2g.amplitude_eg is not None:
+        ni_map = {"egt2g": ratio, "egt2g_sigma": sigma, "egt2g_valid": valid,
+                  "amplitude_t2g": np.asarray(egt2g.amplitude_t2g, float),
+                  "amplitude_eg": np.asarray(egt2g.amplitude_eg, float)}
+    maps = stxm_regions(classes, particles, sem_pixel_nm, ni_grid.matrix, ratio.shape, ni_grid.pixel_size_nm,
+                        p.psf_fwhm_nm, surface_band_nm=p.surface_band_nm, surface_offset_nm=p.surface_offset_nm,
+                        bulk_margin_nm=p.bulk_margin_nm, ni_map=ni_map)
+    pixels = pixel_table(maps, ratio, sigma, valid)
     # contacts judged at the probe's scale: thin rims between NMC and voids do not count as electrolyte
     contacts = contact_classes(classes, particles, sem_pixel_nm, maps.parameters["contamination_nm"])
     table = particle_table(contacts, particles, sem_pixel_nm, pixels)
 
-    thick_details = interphase_thickness(contacts, particles, sem_pixel_nm, method=thickness_method,
+    thick_details = interphase_thickness(contacts, particles, sem_pixel_nm, method=p.thickness_method,
                                          probabilities=probabilities, details=True)
     thickness = thick_details[["particle_id", "x_nm", "y_nm", "thickness_nm"]].copy()
     thick_summary = summarise_thickness(thickness, resolution_nm)
     area_check = thickness_area_check(contacts, particles, sem_pixel_nm)
-    thick_summary["method"] = thickness_method + (" (class probabilities)" if probabilities is not None else "")
-    thick_summary["area_check_mean_nm"] = (float(np.average(area_check["area_thickness_nm"],
+    thick_summary[Thickness.METHOD] = (p.thickness_method
+                                       + (" (class probabilities)" if probabilities is not None else ""))
+    thick_summary[Thickness.AREA_CHECK_MEAN_NM] = (float(np.average(area_check["area_thickness_nm"],
                                                             weights=area_check["inner_length_nm"]))
                                            if len(area_check) and area_check["inner_length_nm"].sum() > 0
                                            else np.nan)
-    thick_summary["n_merged_samples"] = int((thick_details.get("outer") == "particle").sum()) \
+    thick_summary[Thickness.N_MERGED_SAMPLES] = int((thick_details.get("outer") == "particle").sum()) \
         if len(thick_details) else 0
 
-    egt2g_summary = {name: region_summary(pixels, name)
-                     for name in ("bulk", "surface_electrolyte", "surface_void", "interphase")}
+    egt2g_summary = {name: region_summary(pixels, name) for name in REGIONS}
 
-    surface_test = surface_electrolyte_vs_void(table, min_pixels=min_surface_pixels)
+    surface_test = surface_electrolyte_vs_void(table, min_pixels=p.min_surface_pixels)
     bulk_means = table["egt2g_bulk_mean"].to_numpy(float)
-    bimodal = bimodality(bulk_means[np.isfinite(bulk_means)], n_boot=n_boot, seed=seed)
+    bimodal = bimodality(bulk_means[np.isfinite(bulk_means)], n_boot=p.n_boot, seed=p.seed)
     bimodal["value"] = "per-particle bulk e_g/t_2g means"
 
     summary = {
-        "sem_pixel_nm": float(sem_pixel_nm),
-        "class_fractions": class_fractions(classes),
-        "n_particles": int(len(table)),
-        "interphase_thickness_nm": thick_summary,
-        "egt2g": egt2g_summary,
-        "tests": {
-            "surface_electrolyte_vs_void": surface_test,
-            "surface_electrolyte_vs_void_mixed_model": pixel_mixed_model(pixels),
-            "surface_electrolyte_vs_void_pixels_naive": naive_pixel_test(pixels),
+        Summary.SEM_PIXEL_NM: float(sem_pixel_nm),
+        Summary.CLASS_FRACTIONS: class_fractions(classes),
+        Summary.N_PARTICLES: int(len(table)),
+        Summary.THICKNESS: thick_summary,
+        Summary.EGT2G: egt2g_summary,
+        Summary.TESTS: {
+            Tests.SURFACE: surface_test,
+            Tests.SURFACE_MIXED_MODEL: pixel_mixed_model(pixels),
+            Tests.SURFACE_PIXELS_NAIVE: naive_pixel_test(pixels),
         },
-        "bimodality": {"bulk_particles": bimodal},
+        Summary.BIMODALITY: {Bimodality.BULK_PARTICLES: bimodal},
         # raw p of each test kept; p_holm adjusted over the lamella's family (size/contact × Pearson/Spearman)
-        "correlations": holm_correlations(correlations(table)),
-        "regions": {**maps.parameters, "resolution_nm": float(resolution_nm),
-                    "n_native_pixels": {name: int(n) for name, n in pixels["region"].value_counts().items()}},
+        Summary.CORRELATIONS: holm_correlations(correlations(table)),
+        Summary.REGIONS: {**maps.parameters, Regions.RESOLUTION_NM: float(resolution_nm),
+                          Regions.N_NATIVE_PIXELS: {name: int(n) for name, n in
+                                                    pixels["region"].value_counts().items()}},
     }
     per_particle = (thickness.groupby("particle_id")["thickness_nm"].agg(["mean", "std", "median", "size"])
                     .rename(columns={"mean": "mean_nm", "std": "sd_nm", "median": "median_nm", "size": "n"})
@@ -287,23 +308,51 @@ def analyse_maps(classes: np.ndarray, particles: np.ndarray, sem_pixel_nm: float
                "thickness_per_particle": per_particle}
 
     if s_od is not None or s_edge is not None:
-        if s_matrix is None:
-            summary["s_edge"] = {"reason": "no S-L registration matrix given"}
+        if s_grid is None:
+            summary[Summary.S_EDGE] = {SEdge.REASON: "no S-L registration matrix given"}
         else:
             if s_od is not None:
-                pix = float(s_pixel_nm if s_pixel_nm is not None else s_od.pixel_size_nm)
-                fits, spectra = _s_edge_from_spectra(classes, sem_pixel_nm, s_od, s_matrix, pix, psf_fwhm_nm)
+                fits, spectra = _s_edge_from_spectra(classes, sem_pixel_nm, s_od, s_grid.matrix,
+                                                     float(s_grid.pixel_size_nm), p.psf_fwhm_nm)
                 details["s_edge_spectra"] = {"energies_ev": np.asarray(s_od.energies_ev), **spectra}
                 method = "edge fit of region-averaged spectra (segment.spectra.fit_s_edge)"
             else:
-                fits = _s_edge_from_map(s_edge, classes, s_matrix)
+                fits = _s_edge_from_map(s_edge, classes, s_grid.matrix)
                 method = "mean of per-pixel fitted edge positions"
-            el, it = fits["electrolyte"], fits["interphase"]
+            el, it = fits[SEdge.ELECTROLYTE], fits[SEdge.INTERPHASE]
             shift = edge_shift(el.get("position_ev", np.nan), el.get("sigma_ev", np.nan),
                                it.get("position_ev", np.nan), it.get("sigma_ev", np.nan))
-            summary["s_edge"] = {"electrolyte": el, "interphase": it, "shift": shift, "method": method}
+            summary[Summary.S_EDGE] = {SEdge.ELECTROLYTE: el, SEdge.INTERPHASE: it, SEdge.SHIFT: shift,
+                                       SEdge.METHOD: method}
     else:
-        summary["s_edge"] = None
+        summary[Summary.S_EDGE] = None
 
-    return Analysis(summary=to_json_ready(summary), particles=table, thickness=thickness, pixels=pixels,
+    return Analysis(summary=json_safe(summary), particles=table, thickness=thickness, pixels=pixels,
                     regions=maps, details=details)
+
+
+def analyse_result(result: PipelineResult, parameters: AnalysisParameters = AnalysisParameters()) -> Analysis:
+    """Statistics of one pipeline result (what ``ceimap run`` and the viewer's Measure compute).
+
+    Parameters
+    ----------
+    result : PipelineResult
+        The pipeline's maps (:func:`ceimap.segment.pipeline.process_lamella`), or the viewer's
+        (:func:`ceimap.napari_plugin._actions.pipeline_result`, with the user's class map). A Ni-L stack is
+        required; an S-L stack, when there is one, gives the S-edge positions.
+    parameters : AnalysisParameters
+        The statistics' settings.
+
+    Returns
+    -------
+    Analysis
+    """
+    from ceimap.segment.pipeline import NI_EDGE, S_EDGE
+
+    ni = result.od_stacks[NI_EDGE]
+    s_od = result.od_stacks.get(S_EDGE)
+    s_grid = None if s_od is None else StxmGrid(result.registrations[S_EDGE].matrix, s_od.pixel_size_nm)
+    return analyse_maps(result.classes, result.particles, result.lamella.sem.pixel_size_nm, result.egt2g,
+                        StxmGrid(result.registrations[NI_EDGE].matrix, ni.pixel_size_nm), s_od=s_od,
+                        s_edge=result.s_edge, s_grid=s_grid, probabilities=result.probabilities,
+                        parameters=parameters)

@@ -30,6 +30,7 @@ from ceimap.segment.errors import CeimapInputError
 from ceimap.segment.io.jsonfile import json_safe
 
 from .outputs import check_output_folder, write_csv
+from .summary import Bimodality, RegionValues, Summary, Test, Tests, Thickness
 
 
 def _folder_name(text: str) -> str:
@@ -124,8 +125,8 @@ def _client(scheduler: str | None, n_workers: int):
 
     # dask starts its workers with MALLOC_TRIM_THRESHOLD_=65536, which (setting any glibc malloc parameter fixes
     # the mmap threshold at 128 KiB) sends every array above 128 KiB to a fresh mmap: page faults on each of a
-    # run's many temporary images. Measured on cycled_4p25v, two runs at once: 33.0 s, 1.7 s of system time
-    # each, against 41.4 s and 9.7 s with it. Our workers keep glibc's own (dynamic) thresholds; the other
+    # run's many temporary images (times in benchmarks/README.md, "Batch"). Our workers keep glibc's own
+    # (dynamic) thresholds; the other
     # variables dask sets (one BLAS/OpenMP thread per worker) stay. A nanny writes its variables into this
     # process's environment before it spawns, so an earlier cluster here may have left the variable behind: it is
     # taken out while the workers start, then put back.
@@ -145,19 +146,19 @@ def _client(scheduler: str | None, n_workers: int):
 def lamella_row(run_dir: str | Path) -> dict:
     """The key numbers of one run folder (``summary.json``) as one flat row."""
     s = json.loads((Path(run_dir) / "summary.json").read_text(encoding="utf-8"))
-    t = s.get("interphase_thickness_nm") or {}
-    test = (s.get("tests") or {}).get("surface_electrolyte_vs_void") or {}
-    bim = (s.get("bimodality") or {}).get("bulk_particles") or {}
-    row = {"lamella": s.get("name"), "sample": s.get("sample"), "n_particles": s.get("n_particles"),
-           **{f"fraction_{k}": v for k, v in (s.get("class_fractions") or {}).items()},
-           "thickness_mean_nm": t.get("mean"), "thickness_sd_nm": t.get("sd"), "thickness_n": t.get("n"),
-           "thickness_resolvable": t.get("resolvable")}
-    for region, d in (s.get("egt2g") or {}).items():
-        row[f"egt2g_{region}_mean"] = (d or {}).get("mean")
-        row[f"egt2g_{region}_n"] = (d or {}).get("n")
-    row.update({"surface_test_p": test.get("p_value"), "surface_test_effect": test.get("effect"),
-                "surface_test_method": test.get("method"), "bulk_bimodal": bim.get("bimodal"),
-                "bulk_dip_p": bim.get("dip_p")})
+    t = s.get(Summary.THICKNESS) or {}
+    test = (s.get(Summary.TESTS) or {}).get(Tests.SURFACE) or {}
+    bim = (s.get(Summary.BIMODALITY) or {}).get(Bimodality.BULK_PARTICLES) or {}
+    row = {"lamella": s.get(Summary.NAME), "sample": s.get(Summary.SAMPLE), "n_particles": s.get(Summary.N_PARTICLES),
+           **{f"fraction_{k}": v for k, v in (s.get(Summary.CLASS_FRACTIONS) or {}).items()},
+           "thickness_mean_nm": t.get(Thickness.MEAN), "thickness_sd_nm": t.get(Thickness.SD),
+           "thickness_n": t.get(Thickness.N), "thickness_resolvable": t.get(Thickness.RESOLVABLE)}
+    for region, d in (s.get(Summary.EGT2G) or {}).items():
+        row[f"egt2g_{region}_mean"] = (d or {}).get(RegionValues.MEAN)
+        row[f"egt2g_{region}_n"] = (d or {}).get(RegionValues.N)
+    row.update({"surface_test_p": test.get(Test.P_VALUE), "surface_test_effect": test.get(Test.EFFECT),
+                "surface_test_method": test.get(Test.METHOD), "bulk_bimodal": bim.get(Bimodality.BIMODAL),
+                "bulk_dip_p": bim.get(Bimodality.DIP_P)})
     return row
 
 
@@ -205,7 +206,7 @@ def run_batch(manifests, out_dir, *, scheduler: str | None = None, n_workers: in
 
     from .compare import write_compare
     from .outputs import provenance
-    from .report import write_text_atomic
+    from .report_html import write_text_atomic
 
     out_dir = Path(out_dir).resolve()  # batch.json records absolute paths, true from any working directory
     plan = plan_batch(manifests, out_dir)

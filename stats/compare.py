@@ -39,14 +39,15 @@ from pathlib import Path
 import numpy as np
 
 from ceimap.segment.errors import CeimapInputError
+from ceimap.segment.io.jsonfile import json_safe
 
-from .inference import combined_surface_test
-from .report import (
-    EGT2G_RANGE, PAPER_BINS, _esc, _figure, _fmt, _fmt_p, _na, _new_figure, _page, _plain_p, _read_csv,
-    _table, _versions, write_text_atomic,
-)
-from .report import _num as _finite
-from .report import _read_json as _report_read_json
+from .inference import combined_surface_test, holm
+from .report_figures import EGT2G_RANGE, PAPER_BINS
+from .report_html import _esc, _figure, _fmt, _fmt_p, _na, _new_figure, _page, _plain_p, _table, write_text_atomic
+from .report_load import _num as _finite
+from .report_load import _read_csv, _versions
+from .report_load import _read_json as _report_read_json
+from .summary import Bimodality, Summary, Tests, Thickness
 
 MIN_BULK_PIXELS = 3
 """Default minimum number of native STXM pixels for a particle to contribute a regional mean."""
@@ -139,7 +140,7 @@ def _sample_names(run_dirs, summaries, names):
         return names
     raw = []
     for d, s in zip(run_dirs, summaries):
-        n = s.get("sample") or s.get("name")
+        n = s.get(Summary.SAMPLE) or s.get(Summary.NAME)
         raw.append(str(n) if n else Path(d).name)
     counts = {n: raw.count(n) for n in raw}
     out = [f"{n} ({Path(d).name})" if counts[n] > 1 else n for n, d in zip(raw, run_dirs)]
@@ -272,13 +273,11 @@ def spread_test(groups: dict[str, np.ndarray]) -> dict:
 
 def _holm(entries: dict[str, dict]) -> dict:
     """Holm-adjust the primary p-values of ``entries`` in place; return the family description."""
-    from statsmodels.stats.multitest import multipletests
-
     names = [k for k, e in entries.items() if e.get("p_value") is not None]
     family = {"method": "Holm", "alpha": 0.05, "tests": names}
     if not names:
         return family
-    reject, p_adj, _, _ = multipletests([entries[k]["p_value"] for k in names], alpha=0.05, method="holm")
+    p_adj, reject = holm([entries[k]["p_value"] for k in names], alpha=0.05)
     for k, p, r in zip(names, p_adj, reject):
         entries[k]["p_holm"] = _finite(p)
         entries[k]["significant_holm"] = bool(r)
@@ -355,10 +354,10 @@ def compare_units(units: list, labels: list, names=None, *, min_pixels: int = MI
     th_groups, th_excluded, th_per = {}, {}, {}
     for name, u in by_name.items():
         v = u["thickness_nm"].to_numpy(float)
-        summ = u["summary"].get("interphase_thickness_nm") or {}
+        summ = u["summary"].get(Summary.THICKNESS) or {}
         desc = _describe(v)
-        desc.update(n_points=int(u["thickness_points_nm"].size), resolvable=summ.get("resolvable"),
-                    lamella_mean=_finite(summ.get("mean")), lamella_sd=_finite(summ.get("sd")))
+        desc.update(n_points=int(u["thickness_points_nm"].size), resolvable=summ.get(Thickness.RESOLVABLE),
+                    lamella_mean=_finite(summ.get(Thickness.MEAN)), lamella_sd=_finite(summ.get(Thickness.SD)))
         th_per[name] = desc
         if summ.get("resolvable") is False:
             th_excluded[name] = "interphase not resolvable (below the STXM resolution)"
@@ -391,7 +390,7 @@ def compare_units(units: list, labels: list, names=None, *, min_pixels: int = MI
     bulk["location"]["p_holm"] = bulk.get("p_holm")
     # within-sample surface effect combined over the samples: not a between-sample test, not in the family
     entries["surface_electrolyte_vs_void_combined"] = dict(
-        combined_surface_test({n: (u["summary"].get("tests") or {}).get("surface_electrolyte_vs_void")
+        combined_surface_test({n: (u["summary"].get(Summary.TESTS) or {}).get(Tests.SURFACE)
                                for n, u in by_name.items()}),
         quantity="NMC surface e_g/t_2g, electrolyte contact minus void-adjacent, within each sample, combined",
         in_holm_family=False)
@@ -401,10 +400,10 @@ def compare_units(units: list, labels: list, names=None, *, min_pixels: int = MI
     for name, u in by_name.items():
         s = u["summary"]
         per_sample_summary[name] = {
-            "n_particles": s.get("n_particles"), "class_fractions": s.get("class_fractions"),
-            "interphase_thickness_nm": s.get("interphase_thickness_nm"), "egt2g": s.get("egt2g"),
-            "surface_electrolyte_vs_void": (s.get("tests") or {}).get("surface_electrolyte_vs_void"),
-            "bimodality": (s.get("bimodality") or {}).get("bulk_particles"),
+            "n_particles": s.get(Summary.N_PARTICLES), "class_fractions": s.get(Summary.CLASS_FRACTIONS),
+            "interphase_thickness_nm": s.get(Summary.THICKNESS), "egt2g": s.get(Summary.EGT2G),
+            "surface_electrolyte_vs_void": (s.get(Summary.TESTS) or {}).get(Tests.SURFACE),
+            "bimodality": (s.get(Summary.BIMODALITY) or {}).get(Bimodality.BULK_PARTICLES),
             "sources": u["sources"],
         }
     result = {
@@ -425,22 +424,7 @@ def compare_units(units: list, labels: list, names=None, *, min_pixels: int = MI
         ],
         "parameters": {"min_pixels": min_pixels},
     }
-    return _clean(result)
-
-
-def _clean(obj):
-    """JSON-safe copy: numpy scalars to Python, non-finite floats to None."""
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, (np.bool_, bool)):
-        return bool(obj)
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return _finite(obj)
-    return obj
+    return json_safe(result)
 
 
 def write_compare(run_dirs, out_dir, names=None, *, paper_bins: bool = False, **kwargs) -> Path:

@@ -65,15 +65,14 @@ Where the surface bands start (:func:`surface_start_from_data`)
     6. the bias that matters is that of the *band means* the paired difference is made of: for a band
        starting at ``d``, ``Δ̄(d)`` is ``Δ`` averaged over the band's depths ``[d, d + band)`` weighted by the
        NMC pixels at each depth on each side, its standard error from the same covariance (the two sides
-       share the fitted ``γ``), ``B̄(d) = |Δ̄(d)| + 1.645·se(Δ̄(d))`` (``criterion="band_mean"``, the default
-       since session 4; ``criterion="pixel"`` bounds ``B(d)`` of the band's shallowest pixels instead, the
-       session-3 rule).
+       share the fitted ``γ``), ``B̄(d) = |Δ̄(d)| + 1.645·se(Δ̄(d))`` (``criterion="band_mean"``, the default;
+       ``criterion="pixel"`` bounds ``B(d)`` of the band's shallowest pixels instead, which starts the bands
+       deeper).
 
     The start is the smallest depth ``d`` (SEM-pixel steps from 0) with ``B̄(d') ≤ k·SE`` for every deeper
     ``d'`` up to the 0.1 % depth ``3.09·σ_eff`` (the search stops there with a ``reason`` if the bound is
-    never met). Calibration (``benchmarks/bench_calibration.py``, truth segmentation, 100 null and 40 effect
-    lamellae): false-positive rate 4/100 with either criterion; power 40/40 (band mean) against 38/40, and
-    p < 0.01 in 38/40 against 30/40. When the data cannot tell — fewer than 20 STXM pixels with an
+    never met). Its false-positive rate and power are measured by ``benchmarks/bench_calibration.py``
+    (``benchmarks/README.md``, "calibration"). When the data cannot tell — fewer than 20 STXM pixels with an
     interphase weight ≥ 0.25 (no interphase: a thin one the map missed cannot be excluded), fewer than 3
     particles with both bands, no clean surface of one kind — the bands start at the conservative 1 % depth
     ``c`` and the ``reason`` says why. A given ``surface_offset_nm`` overrides the rule. The numbers
@@ -87,19 +86,17 @@ Where the surface bands start (:func:`surface_start_from_data`)
     than modelled (the fitted void amount comes out slightly negative on simulated lamellae, a sign of that
     mismatch).
 
-Why the band values are not corrected instead (measured, session 4)
+Why the band values are not corrected instead
     The same linear model could *remove* the neighbours' share from each band pixel (fitted heights minus
     ``Σ ω_c a_c`` and ``Σ ω_c b_c`` of the non-NMC classes, then the ratio) and let the bands start at the
-    edge. On 13 null calibration lamellae (truth segmentation) that correction over-corrects: the paired
-    difference comes out ``+0.046 ± 0.011`` with bands from the edge (uncorrected ``−0.016``) and 11–12 of
-    13 lamellae reject at α = 0.05 (7 of 13 from 0.5 σ_eff, 3 of 13 from 1 σ_eff; uncorrected 2, 0, 0),
-    also with the blur fitted to the lamella's own edges (least squares of the heights over the blur width:
-    0.99–1.16 × the simulated probe's σ, where ``σ_eff`` above is ≈ 1.13 ×) and with every class
-    subtracted. The reason is physical: the beam averages *transmission* over its footprint, not optical
-    density, so a pixel's OD is ``−ln Σ ω_c e^(−OD_c)``, concave in the weights — the fitted heights are
-    not linear in the class weights near an edge of strong contrast (the void's fitted Ni amount is
-    −7 to −11 % of NMC's, for a class without Ni). A correction would have to unmix each pixel's spectrum in
-    transmission (class mean spectra, per-pixel fit), which needs the OD stack here; not done.
+    edge. That correction over-corrects (null lamellae come out significant; figures in
+    ``benchmarks/README.md``, "calibration", "Tried and not adopted"), also with the blur fitted to the
+    lamella's own edges and with every class subtracted. The reason is physical: the beam averages
+    *transmission* over its footprint, not optical density, so a pixel's OD is ``−ln Σ ω_c e^(−OD_c)``,
+    concave in the weights — the fitted heights are not linear in the class weights near an edge of strong
+    contrast (a class without Ni, the void, gets a negative fitted Ni amount). A correction would have to
+    unmix each pixel's spectrum in transmission (class mean spectra, per-pixel fit), which needs the OD stack
+    here; not done.
 
 ===========================  ==================================================================================
 region                        rule (pixel ``q`` of particle ``p``)
@@ -141,6 +138,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
+from ceimap.segment import Class
 from ceimap.segment.register import transform_points
 
 REGION_CODES = {
@@ -164,7 +162,6 @@ _N_REGIONS = len(REGION_CODES)
 CONTAMINATION_SIGMAS = 2.326
 """Depth, in effective probe sigmas, beyond which < 1 % of a pixel's signal comes from across an edge."""
 
-NMC, INTERPHASE, ELECTROLYTE, VOID = 1, 2, 3, 4
 
 
 @dataclass(frozen=True)
@@ -275,16 +272,17 @@ def contact_classes(classes: np.ndarray, particles: np.ndarray, sem_pixel_nm: fl
     """
     classes = np.asarray(classes)
     out = classes.astype(np.uint8).copy()
-    free = (np.asarray(particles) == 0) & np.isin(classes, (INTERPHASE, ELECTROLYTE, VOID))
+    free = (np.asarray(particles) == 0) & np.isin(classes,
+                                                  (Class.INTERPHASE, Class.ELECTROLYTE, Class.VOID))
     if not free.any():
         return out
     sigma = max(float(scale_nm) / 2.0 / float(sem_pixel_nm), 0.5)
-    side = ndimage.gaussian_filter((free & (classes != VOID)).astype(float), sigma)
-    void = ndimage.gaussian_filter((free & (classes == VOID)).astype(float), sigma)
-    to_void = free & (classes != VOID) & (void > side)
-    to_electrolyte = free & (classes == VOID) & (side > void)
-    out[to_void] = VOID
-    out[to_electrolyte] = ELECTROLYTE
+    side = ndimage.gaussian_filter((free & (classes != Class.VOID)).astype(float), sigma)
+    void = ndimage.gaussian_filter((free & (classes == Class.VOID)).astype(float), sigma)
+    to_void = free & (classes != Class.VOID) & (void > side)
+    to_electrolyte = free & (classes == Class.VOID) & (side > void)
+    out[to_void] = Class.VOID
+    out[to_electrolyte] = Class.ELECTROLYTE
     return out
 
 
@@ -341,17 +339,18 @@ def sem_regions(classes: np.ndarray, particles: np.ndarray, sem_pixel_nm: float,
               "sem_pixel_nm": float(sem_pixel_nm)}
 
     region = np.zeros(classes.shape, dtype=np.uint8)
-    region[classes == INTERPHASE] = REGION_CODES["interphase"]
-    region[classes == ELECTROLYTE] = REGION_CODES["electrolyte"]
-    region[classes == VOID] = REGION_CODES["void"]
-    region[(classes == NMC) & (particles == 0)] = REGION_CODES["nmc_unassigned"]
+    region[classes == Class.INTERPHASE] = REGION_CODES["interphase"]
+    region[classes == Class.ELECTROLYTE] = REGION_CODES["electrolyte"]
+    region[classes == Class.VOID] = REGION_CODES["void"]
+    region[(classes == Class.NMC) & (particles == 0)] = REGION_CODES["nmc_unassigned"]
 
     in_particle = particles > 0
-    nmc_any = in_particle | (classes == NMC)
+    nmc_any = in_particle | (classes == Class.NMC)
     kinds = contact_classes(classes, particles, sem_pixel_nm, dist["contamination_nm"])
-    d_electrolyte = _distance_to(np.isin(kinds, (INTERPHASE, ELECTROLYTE)) & ~in_particle, sem_pixel_nm)
-    d_void = _distance_to((kinds == VOID) & ~in_particle, sem_pixel_nm)
-    d_unknown = _distance_to((classes == 0) & ~in_particle, sem_pixel_nm, edge_counts=True)
+    d_electrolyte = _distance_to(np.isin(kinds, (Class.INTERPHASE, Class.ELECTROLYTE)) & ~in_particle,
+                                 sem_pixel_nm)
+    d_void = _distance_to((kinds == Class.VOID) & ~in_particle, sem_pixel_nm)
+    d_unknown = _distance_to((classes == Class.OUTSIDE) & ~in_particle, sem_pixel_nm, edge_counts=True)
 
     pad = int(np.ceil((margin + reach) / sem_pixel_nm)) + 2
     for sl, pid in _particle_slices(particles, pad):
@@ -374,7 +373,7 @@ def sem_regions(classes: np.ndarray, particles: np.ndarray, sem_pixel_nm: float,
         sub[own] = r[own]
 
     owner = particles.copy()
-    inter = (classes == INTERPHASE) & ~in_particle
+    inter = (classes == Class.INTERPHASE) & ~in_particle
     if inter.any() and in_particle.any():
         idx = ndimage.distance_transform_edt(~in_particle, return_distances=False, return_indices=True)
         owner[inter] = particles[idx[0][inter], idx[1][inter]]
@@ -451,7 +450,7 @@ def surface_start_from_data(classes: np.ndarray, particles: np.ndarray, sem_pixe
         Whose bias is bounded: ``"band_mean"`` (default) the band mean's — the average of ``Δ`` over the
         band's depths weighted by the NMC pixels at each depth on each side, with its standard error from
         the same covariance —, which is the bias the paired difference of band means carries; ``"pixel"``
-        the band's shallowest pixels, ``B(d)`` at the start (the session-3 rule, more conservative).
+        the band's shallowest pixels, ``B(d)`` at the start (more conservative).
 
     Returns
     -------
@@ -489,10 +488,10 @@ def surface_start_from_data(classes: np.ndarray, particles: np.ndarray, sem_pixe
     # 1. the probe ⊗ pixel weight of every class seen by every STXM pixel (outside = class 0 too)
     sigma_px = sigma / float(sem_pixel_nm)
     weights_sem = np.stack([ndimage.gaussian_filter((classes == c).astype(np.float32), sigma_px, mode="nearest")
-                            for c in range(5)])
+                            for c in Class])
     w = weights_sem[:, iy, ix].T.astype(float)                                 # (n_stxm, 5)
     ok = inside & np.isfinite(a_t) & np.isfinite(a_e)
-    n_inter = int(np.sum(ok & (w[:, INTERPHASE] >= 0.25)))
+    n_inter = int(np.sum(ok & (w[:, Class.INTERPHASE] >= 0.25)))
     out["n_interphase_pixels"] = n_inter
     if n_inter < min_interphase_pixels:
         return fallback(f"{n_inter} STXM pixel(s) with an interphase weight ≥ 0.25 (need "
@@ -500,33 +499,33 @@ def surface_start_from_data(classes: np.ndarray, particles: np.ndarray, sem_pixe
 
     # 2. Ni amount (t2g height) and e_g height per unit weight of each class, by least squares on the pixels
     #    near an NMC surface or in the interphase (the amplitudes are linear in the mixture; the ratio is not)
-    near = ok & (((w[:, NMC] > 0.02) & (w[:, NMC] < 0.98)) | (w[:, INTERPHASE] > 0.02))
-    present = [c for c in range(5) if w[near, c].max(initial=0.0) > 0.05]
-    if NMC not in present or near.sum() < 10 * len(present):
+    near = ok & (((w[:, Class.NMC] > 0.02) & (w[:, Class.NMC] < 0.98)) | (w[:, Class.INTERPHASE] > 0.02))
+    present = [c for c in Class if w[near, c].max(initial=0.0) > 0.05]
+    if Class.NMC not in present or near.sum() < 10 * len(present):
         return fallback(f"{int(near.sum())} STXM pixel(s) near NMC surfaces: too few to measure the classes' Ni")
     design = w[near][:, present]
     amount, *_ = np.linalg.lstsq(design, a_t[near], rcond=None)
     eg_height, *_ = np.linalg.lstsq(design, a_e[near], rcond=None)
     a = dict(zip(present, amount))
     b = dict(zip(present, eg_height))
-    if a[NMC] <= 0:
+    if a[Class.NMC] <= 0:
         return fallback("the NMC class holds no measurable Ni")
-    r_nmc = b[NMC] / a[NMC]
+    r_nmc = b[Class.NMC] / a[Class.NMC]
     # excess e_g height over what the NMC's own ratio predicts, with its covariance (one regression)
     excess_y = a_e[near] - r_nmc * a_t[near]
     gamma, *_ = np.linalg.lstsq(design, excess_y, rcond=None)
     resid = excess_y - design @ gamma
     dof = max(int(near.sum()) - len(present), 1)
     cov = float(resid @ resid / dof) * np.linalg.pinv(design.T @ design)
-    bulk_px = ok & (w[:, NMC] > 0.99) & np.isfinite(ratio) & np.isfinite(rel)
+    bulk_px = ok & (w[:, Class.NMC] > 0.99) & np.isfinite(ratio) & np.isfinite(rel)
     noise_rel2 = float(np.median(rel[bulk_px] ** 2)) if bulk_px.any() else 0.0
 
     # 3. what an NMC pixel at depth d sees, on each side: mean class weights of NMC SEM pixels by depth
     in_particle = particles > 0
     kinds = contact_classes(classes, particles, sem_pixel_nm, c1)
-    d_e = _distance_to(np.isin(kinds, (INTERPHASE, ELECTROLYTE)) & ~in_particle, sem_pixel_nm)
-    d_v = _distance_to((kinds == VOID) & ~in_particle, sem_pixel_nm)
-    d_u = _distance_to((classes == 0) & ~in_particle, sem_pixel_nm, edge_counts=True)
+    d_e = _distance_to(np.isin(kinds, (Class.INTERPHASE, Class.ELECTROLYTE)) & ~in_particle, sem_pixel_nm)
+    d_v = _distance_to((kinds == Class.VOID) & ~in_particle, sem_pixel_nm)
+    d_u = _distance_to((classes == Class.OUTSIDE) & ~in_particle, sem_pixel_nm, edge_counts=True)
     depth = _distance_to(~in_particle, sem_pixel_nm, edge_counts=True)
     d_max = 3.09 * sigma                                                       # 0.1 % of the signal beyond
     reach = d_max + band
@@ -550,15 +549,15 @@ def surface_start_from_data(classes: np.ndarray, particles: np.ndarray, sem_pixe
             om = weights_sem[present][:, sel].mean(axis=1).astype(float)         # weights of present classes
             den = float(om @ amount)
             om_beyond = om.copy()
-            om_beyond[present.index(NMC)] = 0.0
+            om_beyond[present.index(Class.NMC)] = 0.0
             g_side[s_i, j] = om_beyond / den
-            rho = den / a[NMC]                                                    # signal relative to bulk
+            rho = den / a[Class.NMC]                                                    # signal relative to bulk
             noise_side[s_i, j] = r_nmc * noise_rel2 * (1.0 / rho ** 2 - 1.0)      # ratio-of-noisy-heights bias
             count_side[s_i, j] = float(sel.sum())
     if criterion == "pixel":
         ge, gv = g_side[0, :depths.size], g_side[1, :depths.size]                # (n_depths, n_present)
         profile = (ge - gv) @ gamma + noise_side[0, :depths.size] - noise_side[1, :depths.size]
-        # the two sides' variances added (as since session 3; the covariance of the sides is left out)
+        # the two sides' variances added (the covariance of the sides is left out)
         var_profile = (np.einsum("ij,jk,ik->i", np.nan_to_num(ge), cov, np.nan_to_num(ge))
                        + np.einsum("ij,jk,ik->i", np.nan_to_num(gv), cov, np.nan_to_num(gv)))
         var_profile[~np.isfinite(profile)] = np.nan
@@ -598,9 +597,9 @@ def surface_start_from_data(classes: np.ndarray, particles: np.ndarray, sem_pixe
             diffs.append(ve.mean() - vv.mean())
     n_pairs = len(diffs)
     out["n_pairs"] = n_pairs
-    out.update(ni_amount={_CLASS_NAMES[c]: float(a[c]) for c in present},
-               ratio={_CLASS_NAMES[c]: (float(b[c] / a[c]) if a[c] > 0 else np.nan) for c in present},
-               interphase_ni_fraction=float(a.get(INTERPHASE, np.nan) / a[NMC]), noise_rel2=noise_rel2,
+    out.update(ni_amount={c.name.lower(): float(a[c]) for c in present},
+               ratio={c.name.lower(): (float(b[c] / a[c]) if a[c] > 0 else np.nan) for c in present},
+               interphase_ni_fraction=float(a.get(Class.INTERPHASE, np.nan) / a[Class.NMC]), noise_rel2=noise_rel2,
                depths_nm=[float(d) for d in depths], bias_bound=[float(v) for v in bound])
     if n_pairs < min_pairs:
         return fallback(f"{n_pairs} particle(s) with both bands at the 1 % depth (need {min_pairs}): no "
@@ -622,9 +621,6 @@ def surface_start_from_data(classes: np.ndarray, particles: np.ndarray, sem_pixe
     rule = "bias ≤ k·SE" + (" (band mean)" if criterion == "band_mean" else "")
     out.update(surface_offset_nm=float(depths[first]), rule=rule, bias_bound_at_start=float(bound[first]))
     return out
-
-
-_CLASS_NAMES = {0: "outside", 1: "nmc", 2: "interphase", 3: "electrolyte", 4: "void"}
 
 
 def _particle_slices(particles: np.ndarray, pad: int):

@@ -1,7 +1,7 @@
 """One lamella from raw files to the results folder: segment stages, statistics, files, report.
 
 ``run_lamella`` is what ``ceimap run`` (and the demo) call; it holds no science of its own: it calls
-:func:`ceimap.segment.pipeline.process_lamella`, :func:`ceimap.stats.analysis.analyse_maps` and writes what they
+:func:`ceimap.segment.pipeline.process_lamella`, :func:`ceimap.stats.analysis.analyse_result` and writes what they
 return, in the formats of CONTRACT.md.
 """
 
@@ -15,43 +15,18 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from ceimap.segment import CLASS_CODES
+from ceimap.segment import Class
 from ceimap.segment.io.jsonfile import write_json
 from ceimap.segment.lamella import Lamella, check_lamella
-from ceimap.segment.pipeline import NI_EDGE, S_EDGE, PipelineResult, process_lamella
+from ceimap.segment.pipeline import NI_EDGE, PipelineResult, process_lamella
 from ceimap.segment.workers import edge_workers, spawn_pool
 from ceimap.segment.register import labels_to_stxm, warp_to_sem
 from ceimap.segment.spectra import mean_spectra_by_label
 
-from .analysis import Analysis, analyse_maps
+from .analysis import Analysis, analyse_result
 from .outputs import AtomicFolder, check_output_folder, provenance, write_csv, write_tiff
 from .report import warm_up, write_report
-
-CLASS_NAMES = {code: name for name, code in CLASS_CODES.items()}
-
-
-def analyse_result(result: PipelineResult) -> Analysis:
-    """Statistics of one pipeline result (native STXM pixels of the Ni-L stack)."""
-    ni = result.od_stacks[NI_EDGE]
-    s_od = result.od_stacks.get(S_EDGE)
-    return analyse_maps(
-        result.classes,
-        result.particles,
-        result.lamella.sem.pixel_size_nm,
-        result.egt2g.ratio,
-        result.egt2g.sigma,
-        result.egt2g.valid,
-        result.registrations[NI_EDGE].matrix,
-        ni.pixel_size_nm,
-        s_edge=result.s_edge,
-        s_od=s_od,
-        s_matrix=None if s_od is None else result.registrations[S_EDGE].matrix,
-        s_pixel_nm=None if s_od is None else s_od.pixel_size_nm,
-        probabilities=result.probabilities,
-        amplitude_t2g=result.egt2g.amplitude_t2g,
-        amplitude_eg=result.egt2g.amplitude_eg,
-    )
-
+from .summary import Summary, class_key
 
 def class_spectra_table(result: PipelineResult) -> pd.DataFrame:
     """Mean OD spectrum of each class on each edge's native grid (long table for ``class_spectra.csv``)."""
@@ -59,10 +34,10 @@ def class_spectra_table(result: PipelineResult) -> pd.DataFrame:
     for edge, od in result.od_stacks.items():
         labels = labels_to_stxm(result.classes, result.registrations[edge].matrix, od.shape_yx)
         for label, (mean, sd, n) in sorted(mean_spectra_by_label(od, labels).items()):
-            if label == 0:
+            if label == Class.OUTSIDE:
                 continue
             for energy, m, s in zip(od.energies_ev, mean, sd):
-                rows.append({"edge": edge, "class_name": CLASS_NAMES[int(label)], "energy_ev": energy,
+                rows.append({"edge": edge, "class_name": class_key(label), "energy_ev": energy,
                              "od_mean": m, "od_sd": s, "n_pixels": int(n)})
     return pd.DataFrame(rows, columns=["edge", "class_name", "energy_ev", "od_mean", "od_sd", "n_pixels"])
 
@@ -172,15 +147,15 @@ def write_results(out: Path, result: PipelineResult, analysis: Analysis, prov: d
     write_csv(out / "thickness.csv", analysis.thickness)
     write_csv(out / "pixels.csv", analysis.pixels)
     write_csv(out / "class_spectra.csv", class_spectra_table(result))
-    if "s_edge" in analysis.summary and analysis.summary["s_edge"] is not None:
-        write_json(out / "s_edge.json", analysis.summary["s_edge"])
+    if analysis.summary.get(Summary.S_EDGE) is not None:
+        write_json(out / "s_edge.json", analysis.summary[Summary.S_EDGE])
     write_json(out / "summary.json", summary_record(lamella, analysis, prov))
     write_report(out, pool=pool)
 
 
 def summary_record(lamella: Lamella, analysis: Analysis, prov: dict) -> dict:
     """The content of ``summary.json``: the lamella's name and sample, the statistics and the provenance."""
-    return {"name": lamella.name, "sample": lamella.sample, **analysis.summary, "provenance": prov}
+    return {Summary.NAME: lamella.name, Summary.SAMPLE: lamella.sample, **analysis.summary, Summary.PROVENANCE: prov}
 
 
 def run_lamella(

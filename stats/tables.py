@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from ceimap.segment import Class
+
 PARTICLE_COLUMNS = [
     "particle_id", "area_nm2", "equivalent_diameter_nm", "centroid_x_nm", "centroid_y_nm",
     "egt2g_mean", "egt2g_sd", "egt2g_n", "contact_ratio_electrolyte", "contact_ratio_void",
@@ -29,6 +31,9 @@ NMC_REGIONS = ("bulk", "surface_electrolyte", "surface_void", "surface_excluded"
 (not ``nmc_edge``, whose pixels mix with interphase or electrolyte signal, and not the interphase)."""
 
 _KIND_ELECTROLYTE, _KIND_VOID, _KIND_NMC, _KIND_OUTSIDE = 0, 1, 2, 3
+_KIND_OF_CLASS = {Class.OUTSIDE: _KIND_OUTSIDE, Class.NMC: _KIND_NMC, Class.INTERPHASE: _KIND_ELECTROLYTE,
+                  Class.ELECTROLYTE: _KIND_ELECTROLYTE, Class.VOID: _KIND_VOID}
+"""The kind of neighbour a particle faces, by the neighbour's class (interphase counts as electrolyte)."""
 
 
 def perimeter_contacts(classes: np.ndarray, particles: np.ndarray) -> pd.DataFrame:
@@ -58,7 +63,7 @@ def perimeter_contacts(classes: np.ndarray, particles: np.ndarray) -> pd.DataFra
     """
     p = np.pad(np.asarray(particles).astype(np.int64), 1)
     c = np.pad(np.asarray(classes).astype(np.int64), 1)
-    kind_of_class = np.array([_KIND_OUTSIDE, _KIND_NMC, _KIND_ELECTROLYTE, _KIND_ELECTROLYTE, _KIND_VOID])
+    kind_of_class = np.array([_KIND_OF_CLASS[c] for c in Class])
     n_max = int(p.max())
     counts = np.zeros((n_max + 1, 4), dtype=np.int64)
     core = (slice(1, -1), slice(1, -1))
@@ -67,7 +72,7 @@ def perimeter_contacts(classes: np.ndarray, particles: np.ndarray) -> pd.DataFra
         nb = (slice(1 + dy, p.shape[0] - 1 + dy), slice(1 + dx, p.shape[1] - 1 + dx))
         b, cb = p[nb], c[nb]
         face = (a > 0) & (b != a)
-        kind = np.where(b > 0, _KIND_NMC, kind_of_class[np.clip(cb, 0, 4)])
+        kind = np.where(b > 0, _KIND_NMC, kind_of_class[np.clip(cb, 0, int(max(Class)))])
         np.add.at(counts, (a[face], kind[face]), 1)
     ids = np.unique(a[a > 0])
     return pd.DataFrame(counts[ids], index=pd.Index(ids, name="particle_id"),

@@ -45,9 +45,14 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 from skimage.measure import find_contours
 
-NMC, INTERPHASE, ELECTROLYTE, VOID = 1, 2, 3, 4
+from ceimap.segment import Class
+
+from .summary import Thickness
+
 THICKNESS_COLUMNS = ["particle_id", "x_nm", "y_nm", "thickness_nm"]
-OUTER_KINDS = {0: "outside", 1: "particle", 2: "particle", 3: "electrolyte", 4: "void"}
+OUTER_KINDS = {Class.OUTSIDE: "outside", Class.NMC: "particle", Class.INTERPHASE: "particle",
+               Class.ELECTROLYTE: "electrolyte", Class.VOID: "void"}
+"""What bounds a thickness sample on its outer side, by the class found there."""
 
 _CROSS = ndimage.generate_binary_structure(2, 1)
 
@@ -68,7 +73,7 @@ def assign_band_to_particles(classes: np.ndarray, particles: np.ndarray) -> np.n
         Owner of each interphase pixel, 0 elsewhere.
     """
     particles = np.asarray(particles).astype(np.int64)
-    band = (np.asarray(classes) == INTERPHASE) & (particles == 0)
+    band = (np.asarray(classes) == Class.INTERPHASE) & (particles == 0)
     owner = np.zeros(particles.shape, dtype=np.int64)
     if band.any() and (particles > 0).any():
         idx = ndimage.distance_transform_edt(particles == 0, return_distances=False, return_indices=True)
@@ -212,7 +217,7 @@ def interphase_thickness(classes: np.ndarray, particles: np.ndarray, pixel_size_
         prob = np.asarray(probabilities, dtype=float)
         idx = ndimage.distance_transform_edt(particles == 0, return_distances=False, return_indices=True)
         cell_all = particles[idx[0], idx[1]]           # Voronoi cell of every pixel: its nearest particle
-        soft = (prob[NMC], prob[NMC] + prob[INTERPHASE], cell_all)
+        soft = (prob[Class.NMC], prob[Class.NMC] + prob[Class.INTERPHASE], cell_all)
     rows = []
     for pid, sl, nmc, band in _particle_windows(particles, owner, pad_px=3):
         territory = nmc | band
@@ -379,6 +384,7 @@ def summarise_thickness(df: pd.DataFrame, resolution_nm: float, *, min_samples: 
         reason = f"mean width {mean:.1f} nm is below the resolution {resolution_nm:.1f} nm"
     else:
         reason = None
-    return {"mean": mean, "sd": sd, "median": median, "n": n, "resolvable": reason is None,
-            "n_particles": n_particles, "particle_mean_sd": particle_sd,
-            "resolution_nm": float(resolution_nm), "reason": reason}
+    return {Thickness.MEAN: mean, Thickness.SD: sd, Thickness.MEDIAN: median, Thickness.N: n,
+            Thickness.RESOLVABLE: reason is None, Thickness.N_PARTICLES: n_particles,
+            Thickness.PARTICLE_MEAN_SD: particle_sd, Thickness.RESOLUTION_NM: float(resolution_nm),
+            Thickness.REASON: reason}

@@ -482,11 +482,13 @@ def test_class_without_annotation_is_named_in_a_warning(tmp_path, capsys, monkey
 # -------------------------------------------------------------------------------------------------------
 
 def _analyse(scene):
-    from ceimap.stats.analysis import analyse_maps
+    from ceimap.segment.spectra import EgT2gMap
+    from ceimap.stats.analysis import AnalysisParameters, StxmGrid, analyse_maps
     from stats_scenes import NI_MATRIX, SEM_PIXEL_NM, STXM_PIXEL_NM
 
-    return analyse_maps(scene["classes"], scene["particles"], SEM_PIXEL_NM, scene["egt2g"], scene["egt2g_sigma"],
-                        scene["egt2g_valid"], NI_MATRIX, STXM_PIXEL_NM, n_boot=19)
+    return analyse_maps(scene["classes"], scene["particles"], SEM_PIXEL_NM,
+                        EgT2gMap(scene["egt2g"], scene["egt2g_sigma"], scene["egt2g_valid"]),
+                        StxmGrid(NI_MATRIX, STXM_PIXEL_NM), parameters=AnalysisParameters(n_boot=19))
 
 
 def test_lamella_without_voids_marks_the_void_comparison_not_computable():

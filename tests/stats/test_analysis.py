@@ -7,9 +7,9 @@ import pytest
 from scipy import special, stats
 
 from ceimap.segment.register import label_fractions_on_stxm
-from ceimap.segment.spectra import arctan_step, gaussian
+from ceimap.segment.spectra import EgT2gMap, arctan_step, gaussian
 from ceimap.segment.stack import Stack
-from ceimap.stats.analysis import analyse_maps, class_fractions, to_json_ready
+from ceimap.stats.analysis import AnalysisParameters, StxmGrid, analyse_maps, class_fractions
 from ceimap.stats.tables import PARTICLE_COLUMNS
 from ceimap.stats.thickness import THICKNESS_COLUMNS
 from stats_scenes import NI_MATRIX, SEM_PIXEL_NM, STXM_PIXEL_NM, lamella_scene
@@ -18,9 +18,16 @@ CONTRACT_KEYS = {"sem_pixel_nm", "class_fractions", "n_particles", "interphase_t
                  "bimodality", "correlations"}
 
 
-def run(scene, **kwargs):
-    return analyse_maps(scene["classes"], scene["particles"], SEM_PIXEL_NM, scene["egt2g"], scene["egt2g_sigma"],
-                        scene["egt2g_valid"], NI_MATRIX, STXM_PIXEL_NM, n_boot=49, **kwargs)
+def run(scene, *, amplitudes=False, s_od=None, **parameters):
+    """analyse_maps on a scene; ``amplitudes``: give the map its fitted peak heights; ``parameters``: of
+    AnalysisParameters."""
+    egt2g = EgT2gMap(scene["egt2g"], scene["egt2g_sigma"], scene["egt2g_valid"],
+                     amplitude_t2g=scene["amplitude_t2g"] if amplitudes else None,
+                     amplitude_eg=scene["amplitude_eg"] if amplitudes else None)
+    grid = StxmGrid(NI_MATRIX, STXM_PIXEL_NM)
+    return analyse_maps(scene["classes"], scene["particles"], SEM_PIXEL_NM, egt2g, grid, s_od=s_od,
+                        s_grid=grid if s_od is not None else None,
+                        parameters=AnalysisParameters(**{"n_boot": 49, **parameters}))
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +132,7 @@ def test_s_edge_shift_from_region_spectra():
             + fractions[1][None] * 0.6)
     data = data + np.random.default_rng(0).normal(0, 0.01, data.shape)
     s_od = Stack(data=data, energies_ev=energies, pixel_size_nm=STXM_PIXEL_NM, kind="od", edge="S-L")
-    a = run(scene, s_od=s_od, s_matrix=NI_MATRIX)
+    a = run(scene, s_od=s_od)
     s = a.summary["s_edge"]
     assert s["electrolyte"]["position_ev"] == pytest.approx(163.9, abs=0.02)
     # interphase pixels mix with neighbouring electrolyte through the footprint: shift toward 163.9 is allowed
@@ -136,14 +143,14 @@ def test_s_edge_shift_from_region_spectra():
 
 def test_helpers():
     assert class_fractions(np.array([[0, 1], [3, 4]]))["nmc"] == pytest.approx(1 / 3)
-    assert to_json_ready({"x": [np.float32(1.5), float("inf")]}) == {"x": [1.5, None]}
 
 
 def test_empty_and_tiny_lamellae_give_reasons_not_crashes():
     classes = np.full((160, 160), 3, np.uint8)
     nothing = np.full((40, 40), np.nan)
-    a = analyse_maps(classes, np.zeros(classes.shape, np.uint32), SEM_PIXEL_NM, nothing, nothing,
-                     np.zeros((40, 40), bool), NI_MATRIX, STXM_PIXEL_NM, n_boot=9)
+    a = analyse_maps(classes, np.zeros(classes.shape, np.uint32), SEM_PIXEL_NM,
+                     EgT2gMap(nothing, nothing, np.zeros((40, 40), bool)), StxmGrid(NI_MATRIX, STXM_PIXEL_NM),
+                     parameters=AnalysisParameters(n_boot=9))
     s = a.summary
     json.dumps(s, allow_nan=False)
     assert s["n_particles"] == 0 and len(a.particles) == 0 and len(a.thickness) == 0
@@ -177,8 +184,9 @@ def test_generated_lamellae_on_truth_maps(condition, null, seeds):
         lamella = make_lamella(condition, seed=seed, null=null)
         egt2g, sigma, valid, matrix, pix, psf = ni_map_from_truth(lamella, seed=seed)
         truth = lamella.truth
-        a = analyse_maps(truth["classes"], truth["particles"], truth["info"]["sem_pixel_nm"], egt2g, sigma, valid,
-                         matrix, pix, psf_fwhm_nm=psf, n_boot=99)
+        a = analyse_maps(truth["classes"], truth["particles"], truth["info"]["sem_pixel_nm"],
+                         EgT2gMap(egt2g, sigma, valid), StxmGrid(matrix, pix),
+                         parameters=AnalysisParameters(psf_fwhm_nm=psf, n_boot=99))
         test = a.summary["tests"]["surface_electrolyte_vs_void"]
         t = truth["particle_table"]
         both = t[["egt2g_surface_electrolyte", "egt2g_surface_void"]].dropna()
@@ -200,7 +208,7 @@ def test_band_start_from_the_data_reaches_the_summary_and_keeps_a_null_lamella_n
     On a null scene (no NMC surface effect; the interphase holds 0.35 of NMC's Ni at ratio 1.0 against 1.5)
     bands from the NMC edge show a spurious 'effect' of several SE, bands from the derived start do not."""
     scene = lamella_scene(12, effect=0.0)
-    a = run(scene, amplitude_t2g=scene["amplitude_t2g"], amplitude_eg=scene["amplitude_eg"])
+    a = run(scene, amplitudes=True)
     regions = a.summary["regions"]
     rule = regions["surface_offset_rule"]
     assert rule["rule"].startswith("bias ≤ k·SE") and rule["reason"] is None

@@ -42,11 +42,11 @@ def make_fake_run(out, *, with_s_edge=True, with_particles=True, nan_summary=Fal
 
     matrix = [[4.0, 0.0, 1.5], [0.0, 4.0, 1.5], [0.0, 0.0, 1.0]]
     drift = rng.normal(0, 1.0, (12, 2)).round(2).tolist()
-    reg = {"Ni-L": {"matrix": matrix, "quality": 0.91, "method": "mutual-information", "drift_px": drift,
+    reg = {"Ni-L": {"matrix": matrix, "quality": 0.91, "method": "mutual-information", "drift_shifts_px": drift,
                     "stxm_pixel_nm": STXM_PIXEL_NM}}
     if with_s_edge:
         reg["S-L"] = {"matrix": matrix, "quality": 0.74, "method": "mutual-information",
-                      "drift_px": drift[:8], "stxm_pixel_nm": STXM_PIXEL_NM}
+                      "drift_shifts_px": drift[:8], "stxm_pixel_nm": STXM_PIXEL_NM}
     (out / "registration.json").write_text(json.dumps(reg))
 
     # native STXM pixel table (every 4th SEM pixel)
@@ -120,7 +120,7 @@ def make_fake_run(out, *, with_s_edge=True, with_particles=True, nan_summary=Fal
         "provenance": {"version": "0.1.0", "seed": 7,
                        "versions": {"numpy": np.__version__, "absent": None},
                        "parameters": {"t2g_ev": 850.0, "eg_ev": 852.0, "od": {"i0": list(range(100))}},
-                       "inputs": [{"role": "sem", "path": "raw/sem.tif", "sha256": "ab" * 32}]},
+                       "inputs": [{"path": "raw/sem.tif", "sha256": "ab" * 32}]},
     }
     (out / "summary.json").write_text(json.dumps(summary))
     if with_s_edge:
@@ -262,7 +262,7 @@ def test_report_reads_correlations_on_the_holm_adjusted_p(tmp_path):
 def test_registration_table_shows_the_chance_test_and_an_accepted_failure():
     """The registration table states whether each edge's match beat its turned/mirrored copies, and flags a
     registration kept with --accept-registration although it did not."""
-    from ceimap.stats.report import _registration_section
+    from ceimap.stats.report_figures import _registration_section
 
     def edge(better):
         test = {"better_than_chance": better, "edge_correlation": {"z": 63.0 if better else 1.2},
