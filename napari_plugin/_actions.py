@@ -11,6 +11,10 @@ coarse-to-fine re-prediction the classify widget shows after each annotation edi
 World coordinates are nanometres on the SEM frame (see :mod:`ceimap.napari_plugin._layers`). Shapes and Points drawn
 by the user are in world coordinates; :func:`world_to_stxm_pixels` and :func:`world_to_sem_pixels` bring them
 onto a stack's or the SEM's pixel grid.
+
+Why one module of about 950 lines: it is the plugin's whole contract with the library, one short function per
+widget action plus the live-classification cache. Widgets, the reader and the tests (``tests/napari_plugin/
+test_actions.py`` mirrors it) find every action in one place; none of its parts is used without the others.
 """
 
 from __future__ import annotations
