@@ -553,7 +553,7 @@ def refine_boundaries(classes: np.ndarray, sem_image: np.ndarray, pixel_size_nm:
     pixels, so its boundaries are placed to within a few SEM pixels, and the bright edge the SEM draws along
     every solid/empty boundary reads as a rim of electrolyte; most of its errors lie there (73–92 % within
     1.5 pixels of a class boundary on the example lamellae). The project's SEM boundary refinement
-    (:mod:`ceimap.segment.assign`: local-contrast NMC and empty boundaries within one STXM pixel plus the probe
+    (:mod:`ceimap.segment.refine`: local-contrast NMC and empty boundaries within one STXM pixel plus the probe
     width, thin rims resolved, NMC boundaries snapped to the midpoint of the levels met) uses levels measured
     on this image, so it applies to the classifier's map unchanged. Interphase is kept where the classifier
     put it and the refined map is still electrolyte-like (it is a chemical call, not an SEM one).
@@ -578,7 +578,7 @@ def refine_boundaries(classes: np.ndarray, sem_image: np.ndarray, pixel_size_nm:
     -------
     ndarray of uint8
     """
-    from .assign import refine_empty_boundaries, refine_nmc_boundaries, resolve_thin_rims, snap_nmc_boundaries
+    from .refine import refine_empty_boundaries, refine_nmc_boundaries, resolve_thin_rims, snap_nmc_boundaries
 
     classes = np.asarray(classes)
     ny, nx = classes.shape
@@ -614,8 +614,8 @@ def place_interphase(classes: np.ndarray, od_stacks: dict, registrations: dict, 
     The interphase stage decides from S-edge-shift maps at 35–45 nm STXM pixels, so it finds the band but
     places its outer edge no better than a few SEM pixels (interphase F1 0.84 on the example lamellae after
     :func:`refine_boundaries`). The chemistry of the unsupervised path measures the interphase fraction of
-    each STXM pixel (:func:`ceimap.segment.assign.classify_stxm`: detected against the null of the NMC and
-    electrolyte cores), and :func:`ceimap.segment.assign.interphase_band` draws, on the electrolyte side of this
+    each STXM pixel (:func:`ceimap.segment.chemistry.classify_stxm`: detected against the null of the NMC and
+    electrolyte cores), and :func:`ceimap.segment.interphase.interphase_band` draws, on the electrolyte side of this
     map's NMC, the band whose view through the STXM probe reproduces the measured amounts. Here:
 
     - the classifier still decides NMC, electrolyte-like matter and void; only electrolyte-like pixels are
@@ -647,7 +647,8 @@ def place_interphase(classes: np.ndarray, od_stacks: dict, registrations: dict, 
         ``beyond_field_nm`` (thickness given to surfaces beyond the STXM field, None if there are none),
         ``beyond_field_surface_px``, ``changed_fraction`` (pixels moved between interphase and electrolyte).
     """
-    from .assign import interphase_band, stxm_chemistry
+    from .chemistry import stxm_chemistry
+    from .interphase import interphase_band
 
     classes = np.asarray(classes)
     found = classes == 2

@@ -12,7 +12,8 @@ from typing import Callable
 import numpy as np
 
 from .align import align_frames
-from .assign import Segmentation, segment_lamella, split_empty
+from .assign import Segmentation, segment_lamella
+from .outside import split_empty
 from .lamella import Lamella
 from .particles import label_particles
 from .register import Registration, contrast_image, register_stxm_to_sem
@@ -314,7 +315,7 @@ def classify_with_model(classifier, od_stacks: dict, registrations: dict, sem, *
     on the example lamellae, trained on the 4.25 V strokes (classifier map → + refinement → + interphase
     placement): 0.917 → 0.947 → 0.973 within, 0.888 → 0.939 → 0.962 at 4.7 V, 0.960 → 0.990 → 0.990 charged
     (0.00 % of it interphase); interphase F1 0.84 → 0.93 within, 0.83 → 0.91 at 4.7 V. Empty (void-class)
-    regions along the field border are outside the lamella (:func:`ceimap.segment.assign.split_empty`).
+    regions along the field border are outside the lamella (:func:`ceimap.segment.outside.split_empty`).
 
     Returns
     -------

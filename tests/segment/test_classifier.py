@@ -210,7 +210,7 @@ def test_run_with_model_refines_and_keeps_probabilities_consistent(trained):
 def _band_scene(thickness_px=6, unmeasured_right=False):
     """Two NMC disks in electrolyte on a 10 nm SEM grid, each with a band of ``thickness_px``; the chemistry grid
     is 3× coarser and measures the band's fraction through a 50 nm probe (optionally not the right half)."""
-    from ceimap.segment.assign import stxm_view
+    from ceimap.segment.interphase import stxm_view
 
     n = 150
     yy, xx = np.mgrid[0:n, 0:n]
@@ -233,7 +233,7 @@ def _band_scene(thickness_px=6, unmeasured_right=False):
 def test_interphase_band_reproduces_the_measured_band():
     """The band whose view through the probe matches the measured fractions is the band that was measured
     (60 nm here); a 10 nm band, below half the probe, is not drawn (a sharp edge's partial-volume residual)."""
-    from ceimap.segment.assign import interphase_band
+    from ceimap.segment.interphase import interphase_band
 
     nmc, band, chem, matrix = _band_scene(6)
     out = interphase_band(nmc, ~nmc, chem, matrix, 10.0, 30.0, psf_fwhm_nm=50.0)
@@ -248,7 +248,7 @@ def test_interphase_band_reproduces_the_measured_band():
 def test_interphase_band_beyond_the_field_and_support():
     """Beyond the measured field a surface gets the measured surfaces' median thickness (only when asked);
     pieces of band holding none of the ``support`` are not drawn."""
-    from ceimap.segment.assign import interphase_band
+    from ceimap.segment.interphase import interphase_band
 
     nmc, band, chem, matrix = _band_scene(6, unmeasured_right=True)
     right = np.zeros_like(nmc)
