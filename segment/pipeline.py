@@ -11,10 +11,11 @@ from typing import Callable
 
 import numpy as np
 
+from . import Class
 from .align import align_frames
 from .assign import Segmentation, segment_lamella
-from .outside import split_empty
 from .lamella import Lamella
+from .outside import split_empty
 from .particles import label_particles
 from .register import Registration, contrast_image, register_stxm_to_sem
 from .spectra import egt2g_map, s_edge_map
@@ -369,12 +370,12 @@ def classify_with_model(classifier, od_stacks: dict, registrations: dict, sem, *
         old, new = predicted[iy, ix].astype(np.intp), classes[iy, ix].astype(np.intp)
         p_old, p_new = probabilities[old, iy, ix], probabilities[new, iy, ix]
         probabilities[old, iy, ix], probabilities[new, iy, ix] = p_new, p_old
-    outside = split_empty(classes == 4, float(sem.pixel_size_nm))
+    outside = split_empty(classes == Class.VOID, float(sem.pixel_size_nm))
     classes = classes.copy()
-    classes[outside] = 0
+    classes[outside] = Class.OUTSIDE
     if probabilities is not None:
-        probabilities[0] = np.where(outside, probabilities[4], 0.0)
-        probabilities[4] = np.where(outside, 0.0, probabilities[4])
+        probabilities[Class.OUTSIDE] = np.where(outside, probabilities[Class.VOID], 0.0)
+        probabilities[Class.VOID] = np.where(outside, 0.0, probabilities[Class.VOID])
     details = {"method": "supervised pixel classifier", "model": classifier.describe(), "entropy": entropy}
     details["boundary_refinement"] = refined
     details["interphase_placement"] = placement
