@@ -28,16 +28,15 @@ import time
 import numpy as np
 from scipy import ndimage
 
+from . import Class
 from .chemistry import stxm_chemistry
 from .interphase import interphase_band
 from .outside import split_empty
-from .refine import mark_cracks, refine_empty_boundaries, refine_nmc_boundaries, resolve_thin_rims, snap_nmc_boundaries
+from .refine import refine_sem_boundaries
 from .register import warp_to_sem
 from .workers import thread_count
 
 __all__ = ["Segmentation", "segment_lamella"]
-
-OUTSIDE, NMC, INTERPHASE, ELECTROLYTE, VOID = 0, 1, 2, 3, 4
 
 
 @dataclass(frozen=True)
@@ -53,8 +52,8 @@ class Segmentation:
     details : dict
         Intermediate results: ``stxm`` (STXM-grid maps: fractions, interphase z, classes) on the grid
         whose pixel → SEM pixel matrix is ``stxm_matrix`` (the reference edge's lattice extended over
-        every edge's field, :func:`ceimap.segment.grid.union_grid`), the reference edge, noise levels, reference spectra,
-        thresholds, timings.
+        every edge's field, :func:`ceimap.segment.grid.union_grid`), the reference edge, noise levels,
+        reference spectra, thresholds, timings.
     """
 
     classes: np.ndarray
@@ -115,16 +114,16 @@ def segment_lamella(od_stacks: dict, registrations: dict, sem, *, reference_edge
     image = np.asarray(sem.image, dtype=np.float32)
     chemistry = stxm_chemistry(od_stacks, registrations, image.shape, reference_edge=reference_edge,
                                psf_fwhm_nm=psf_fwhm_nm, interphase_max_nm=interphase_max_nm)
-    chem, matrix = chemistry["chemistry"], chemistry["matrix"]
-    ref_edge, stxm_px = chemistry["reference_edge"], chemistry["stxm_pixel_nm"]
+    chem, matrix = chemistry.chemistry, chemistry.matrix
+    ref_edge, stxm_px = chemistry.reference_edge, chemistry.stxm_pixel_nm
     t_chem = time.perf_counter()
 
     sem_px = float(sem.pixel_size_nm)
     shape = image.shape
     # chemistry on the SEM grid: texture-class fractions NMC / electrolyte(+interphase) / empty
-    frac_sem = warp_to_sem(chem["fractions"], matrix, shape, order=1, cval=np.nan)
+    frac_sem = warp_to_sem(chem.fractions, matrix, shape, order=1, cval=np.nan)
     inside = np.all(np.isfinite(frac_sem), axis=0)
-    stxm_cls_sem = warp_to_sem(chem["classes"].astype(float), matrix, shape, order=0, cval=np.nan)
+    stxm_cls_sem = warp_to_sem(chem.classes.astype(float), matrix, shape, order=0, cval=np.nan)
 
     feats = _sem_features(image, sem_px)
     n_feat = feats.shape[-1]
@@ -133,14 +132,14 @@ def segment_lamella(od_stacks: dict, registrations: dict, sem, *, reference_edge
     # training labels (self-training): confident chemistry far from STXM class boundaries
     texture = np.full(shape, -1, np.int16)
     cls = np.nan_to_num(stxm_cls_sem, nan=-1).astype(np.int16)
-    texture[cls == NMC] = NMC
-    texture[(cls == ELECTROLYTE) | (cls == INTERPHASE)] = ELECTROLYTE
-    texture[(cls == VOID) | (cls == OUTSIDE)] = VOID
+    texture[cls == Class.NMC] = Class.NMC
+    texture[(cls == Class.ELECTROLYTE) | (cls == Class.INTERPHASE)] = Class.ELECTROLYTE
+    texture[(cls == Class.VOID) | (cls == Class.OUTSIDE)] = Class.VOID
     conf = np.nan_to_num(np.max(frac_sem, axis=0), nan=0.0) > 0.8
     margin_px = int(np.ceil((stxm_px + psf_fwhm_nm) / sem_px))
     rng = np.random.default_rng(random_state)
     train_idx = []
-    for c in (NMC, ELECTROLYTE, VOID):
+    for c in (Class.NMC, Class.ELECTROLYTE, Class.VOID):
         m = ndimage.binary_erosion(texture == c, iterations=margin_px) & conf & inside
         idx = np.flatnonzero(m)
         if idx.size > n_train_per_class:
@@ -152,7 +151,7 @@ def segment_lamella(od_stacks: dict, registrations: dict, sem, *, reference_edge
     rf = RandomForestClassifier(n_estimators=n_trees, max_depth=16, min_samples_leaf=5, n_jobs=thread_count(),
                                 random_state=random_state)
     rf.fit(flat_feats[train_idx], y)
-    col = {NMC: 0, ELECTROLYTE: 1, VOID: 2}
+    col = {Class.NMC: 0, Class.ELECTROLYTE: 1, Class.VOID: 2}
     p_sem = np.zeros((flat_feats.shape[0], 3), np.float32)
     for start in range(0, flat_feats.shape[0], 200000):
         pr = rf.predict_proba(flat_feats[start:start + 200000])
@@ -166,23 +165,21 @@ def segment_lamella(od_stacks: dict, registrations: dict, sem, *, reference_edge
     prior = np.where(inside[None], np.nan_to_num(frac_sem), 1.0 / 3.0)
     post = p_sem * (prior + chem_floor)
     post /= np.maximum(post.sum(axis=0, keepdims=True), 1e-12)
-    label = np.array([NMC, ELECTROLYTE, VOID])[np.argmax(post, axis=0)]
-    label = refine_nmc_boundaries(label, image, sem_px, band_nm=stxm_px + psf_fwhm_nm)
-    label = refine_empty_boundaries(label, image, sem_px, band_nm=stxm_px + psf_fwhm_nm)
-    label = mark_cracks(label, image, sem_px, max_width_nm=crack_max_nm)
-    label = resolve_thin_rims(label, sem_px, max_width_nm=psf_fwhm_nm)
-    label = snap_nmc_boundaries(label, image, sem_px)
-    empty = label == VOID
+    label = np.array([Class.NMC, Class.ELECTROLYTE, Class.VOID])[np.argmax(post, axis=0)]
+    label = refine_sem_boundaries(label, image, sem_px, band_nm=stxm_px + psf_fwhm_nm, psf_fwhm_nm=psf_fwhm_nm,
+                                  crack_max_nm=crack_max_nm)
+    empty = label == Class.VOID
     # outside: empty regions along the field border (lamella edge) or mostly outside on the STXM grid
-    outside = split_empty(empty, sem_px, vacuum=cls == OUTSIDE)
+    outside = split_empty(empty, sem_px, vacuum=cls == Class.OUTSIDE)
     classes = label.astype(np.uint8)
-    classes[outside] = OUTSIDE
+    classes[outside] = Class.OUTSIDE
     # interphase: a band on the electrolyte side of the NMC surface whose local thickness is the amount
     # of interphase the chemistry measured there (conserved by the PSF blur and the resampling)
-    nmc_sem = label == NMC
-    placed = interphase_band(nmc_sem, label == ELECTROLYTE, chem, matrix, sem_px, stxm_px, psf_fwhm_nm=psf_fwhm_nm,
+    nmc_sem = label == Class.NMC
+    placed = interphase_band(nmc_sem, label == Class.ELECTROLYTE, chem.interphase_fraction, chem.interphase_measured,
+                             chem.known, matrix, sem_px, stxm_px, psf_fwhm_nm=psf_fwhm_nm,
                              interphase_max_nm=interphase_max_nm)
-    classes[placed["band"]] = INTERPHASE
+    classes[placed["band"]] = Class.INTERPHASE
     p_int, thickness_nm = placed["p_interphase"], placed["thickness_nm"]
     # probabilities consistent with the final map (the texture posterior is not where the refined
     # boundaries are, so its iso-lines would misplace them): P(NMC) is a logistic of the signed distance
@@ -197,16 +194,16 @@ def segment_lamella(od_stacks: dict, registrations: dict, sem, *, reference_edge
     else:
         p_nmc, other, p_band = nmc_sem.astype(float), classes, p_int
     rest = 1.0 - p_nmc
-    e_side = (other == ELECTROLYTE) | (other == INTERPHASE)
-    probs[NMC] = p_nmc
-    probs[INTERPHASE] = rest * e_side * p_band
-    probs[ELECTROLYTE] = rest * e_side * (1.0 - p_band)
-    probs[VOID] = rest * (other == VOID)
-    probs[OUTSIDE] = rest * (other == OUTSIDE)
+    e_side = (other == Class.ELECTROLYTE) | (other == Class.INTERPHASE)
+    probs[Class.NMC] = p_nmc
+    probs[Class.INTERPHASE] = rest * e_side * p_band
+    probs[Class.ELECTROLYTE] = rest * e_side * (1.0 - p_band)
+    probs[Class.VOID] = rest * (other == Class.VOID)
+    probs[Class.OUTSIDE] = rest * (other == Class.OUTSIDE)
     t_end = time.perf_counter()
     details = {
         "reference_edge": ref_edge,
-        "stxm": chem,
+        "stxm": chem.record(),
         "stxm_pixel_nm": stxm_px,
         "stxm_matrix": matrix,
         "sem_pixel_nm": sem_px,

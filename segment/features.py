@@ -46,6 +46,10 @@ requested pixels only, with the same values as :func:`feature_tile`, bit for bit
 
 Version 2 of the spec (:data:`FEATURE_SPEC_VERSION`) changed the default filters and scales and added the
 pyramid: version-1 model files are refused.
+
+One module past 800 lines, on purpose: the whole-image features (:func:`feature_image`), the tile features
+(:func:`feature_tile`) and the sampled features (:func:`tile_sampler`) must stay equal bit for bit (tested), so
+the filters, the pyramid and the spectral resampling they share live beside them.
 """
 
 from __future__ import annotations

@@ -221,26 +221,29 @@ def fit_interphase_thickness(nmc: np.ndarray, electrolyte: np.ndarray, interphas
     return t.astype(np.float32)
 
 
-def interphase_band(nmc: np.ndarray, electrolyte: np.ndarray, chemistry: dict, matrix: np.ndarray,
-                    sem_pixel_nm: float, stxm_pixel_nm: float, *, psf_fwhm_nm: float = 50.0,
+def interphase_band(nmc: np.ndarray, electrolyte: np.ndarray, interphase_fraction: np.ndarray,
+                    measured: np.ndarray, known: np.ndarray, matrix: np.ndarray, sem_pixel_nm: float,
+                    stxm_pixel_nm: float, *, psf_fwhm_nm: float = 50.0,
                     interphase_max_nm: float = 400.0, support: np.ndarray | None = None,
                     beyond_field: bool = False) -> dict:
     """The interphase on the SEM grid: a band on the electrolyte side of NMC as thick as the chemistry measured.
 
     The local thickness is the one whose band, seen through the STXM probe, reproduces the interphase
-    fractions :func:`~ceimap.segment.chemistry.classify_stxm` measured (:func:`fit_interphase_thickness`); electrolyte-side pixels within
-    that thickness of their nearest NMC pixel are the band. A band thinner than half the probe is not drawn:
-    below the resolution the measured amount cannot be told from the partial-volume residual of a sharp NMC
-    edge (no interphase after one charge). This is how :func:`~ceimap.segment.assign.segment_lamella` places the interphase (with the
-    defaults ``support=None, beyond_field=False``); any NMC / electrolyte masks on the SEM grid will do, e.g. a
-    trained classifier's.
+    fractions :func:`~ceimap.segment.chemistry.classify_stxm` measured (:func:`fit_interphase_thickness`);
+    electrolyte-side pixels within that thickness of their nearest NMC pixel are the band. A band thinner than
+    half the probe is not drawn: below the resolution the measured amount cannot be told from the
+    partial-volume residual of a sharp NMC edge (no interphase after one charge). This is how
+    :func:`~ceimap.segment.assign.segment_lamella` places the interphase (with the defaults ``support=None,
+    beyond_field=False``); any NMC / electrolyte masks on the SEM grid will do, e.g. a trained classifier's.
 
     Parameters
     ----------
     nmc, electrolyte : ndarray of bool, shape (ny, nx)
         NMC and electrolyte-like (electrolyte or interphase) pixels on the SEM grid.
-    chemistry : dict
-        :func:`~ceimap.segment.chemistry.classify_stxm`'s result (``interphase_fraction``, ``interphase_measured``, ``known``).
+    interphase_fraction, measured, known : ndarray, shape (ny_stxm, nx_stxm)
+        On the chemistry grid: the interphase fraction, the pixels where it was measured and the pixels inside the
+        measured field (:class:`~ceimap.segment.chemistry.StxmChemistry`'s ``interphase_fraction``,
+        ``interphase_measured``, ``known``).
     matrix : ndarray, shape (3, 3)
         Chemistry-grid pixel → SEM pixel.
     sem_pixel_nm, stxm_pixel_nm : float
@@ -272,13 +275,13 @@ def interphase_band(nmc: np.ndarray, electrolyte: np.ndarray, chemistry: dict, m
     sem_px = float(sem_pixel_nm)
     out = {"band": np.zeros(shape, bool), "thickness_nm": np.zeros(shape, np.float32),
            "p_interphase": np.zeros(shape, np.float32), "beyond_field_nm": None, "beyond_field_surface": 0}
-    fraction = np.asarray(chemistry["interphase_fraction"])
+    fraction = np.asarray(interphase_fraction)
     if not nmc.any() or not fraction.max() > 0:
         return out
     max_nm, smooth_nm = interphase_max_nm + psf_fwhm_nm, 2.0 * psf_fwhm_nm
-    thickness = fit_interphase_thickness(nmc, electrolyte, fraction, chemistry["interphase_measured"], matrix,
+    thickness = fit_interphase_thickness(nmc, electrolyte, fraction, measured, matrix,
                                          sem_px, stxm_pixel_nm, psf_fwhm_nm, max_nm=max_nm,
-                                         smooth_nm=smooth_nm, known=chemistry["known"])
+                                         smooth_nm=smooth_nm, known=known)
     nearest = ndimage.distance_transform_edt(~nmc, return_indices=True)
     dist, (iy, ix) = nearest
     depth_nm = (dist - 0.5) * sem_px
@@ -302,7 +305,7 @@ def interphase_band(nmc: np.ndarray, electrolyte: np.ndarray, chemistry: dict, m
             bare[iy[dropped], ix[dropped]] = True
             thickness = np.where(bare & ~feeds_kept, 0.0, thickness).astype(np.float32)
     if beyond_field:
-        certainty = warp_to_sem(np.asarray(chemistry["known"], float), matrix, shape, order=1, cval=0.0)
+        certainty = warp_to_sem(np.asarray(known, float), matrix, shape, order=1, cval=0.0)
         geometry = _thickness_geometry(nmc, electrolyte, sem_px, max_nm=max_nm, smooth_nm=smooth_nm,
                                        certainty=certainty, min_certainty=MIN_THICKNESS_CERTAINTY, nearest=nearest)
         receiving = np.zeros(nmc.size, bool)

@@ -5,7 +5,7 @@ NMC and empty boundaries are re-decided with local thresholds (:func:`refine_nmc
 than a crack, are cracks → void (:func:`mark_cracks`); electrolyte-grey rims thinner than the resolution
 between NMC and a void are the SEM edge effect and are split between the two (:func:`resolve_thin_rims`); NMC
 boundaries are finally placed at the midpoint grey level between NMC and the phase it meets
-(:func:`snap_nmc_boundaries`).
+(:func:`snap_nmc_boundaries`). :func:`refine_sem_boundaries` runs the chain.
 """
 
 from __future__ import annotations
@@ -13,15 +13,16 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from . import Class
+
 __all__ = [
     "refine_nmc_boundaries",
     "refine_empty_boundaries",
     "mark_cracks",
     "resolve_thin_rims",
     "snap_nmc_boundaries",
+    "refine_sem_boundaries",
 ]
-
-OUTSIDE, NMC, INTERPHASE, ELECTROLYTE, VOID = 0, 1, 2, 3, 4
 
 
 def _gaussian_filter_fft(images, sigma_px: float, truncate: float = 4.0):
@@ -108,17 +109,17 @@ def refine_nmc_boundaries(label: np.ndarray, sem_image: np.ndarray, pixel_size_n
     -------
     ndarray, same shape and dtype as ``label``
     """
-    nmc = label == NMC
+    nmc = label == Class.NMC
     if not nmc.any() or nmc.all():
         return label
     r = max(band_nm / float(pixel_size_nm), 1.0)
     sm = ndimage.gaussian_filter(np.asarray(sem_image, dtype=float), 1.0)
-    contrast = _local_contrast(sm, nmc, label == ELECTROLYTE, r, inner_margin_px=r)
+    contrast = _local_contrast(sm, nmc, label == Class.ELECTROLYTE, r, inner_margin_px=r)
     if contrast is None:
         return label
     nmc_side, d_in, d_out, lvl_out = contrast
     candidate = nmc | (d_out <= r)
-    new_nmc = candidate & nmc_side & (label != VOID) | (nmc & nmc_side)
+    new_nmc = candidate & nmc_side & (label != Class.VOID) | (nmc & nmc_side)
     # keep NMC pieces of a meaningful size (bigger than the band), fill pinholes
     lab, n = ndimage.label(new_nmc)
     if n:
@@ -127,12 +128,12 @@ def refine_nmc_boundaries(label: np.ndarray, sem_image: np.ndarray, pixel_size_n
     out = label.copy()
     gained = new_nmc & ~nmc
     lost = nmc & ~new_nmc
-    out[gained] = NMC
+    out[gained] = Class.NMC
     dark = float(np.percentile(sm, 1.0))
     void_thr = 0.5 * (lvl_out + dark)
     darker = np.sign(lvl_out - dark) * (void_thr - sm) > 0
-    out[lost & darker] = VOID
-    out[lost & ~darker] = ELECTROLYTE
+    out[lost & darker] = Class.VOID
+    out[lost & ~darker] = Class.ELECTROLYTE
     # pieces that left NMC and are mostly rimmed by NMC are cracks (empty), however grey the blur
     lost_lab, n_lost = ndimage.label(lost)
     if n_lost:
@@ -142,7 +143,7 @@ def refine_nmc_boundaries(label: np.ndarray, sem_image: np.ndarray, pixel_size_n
         on_nmc = np.bincount(near[rim & new_nmc], minlength=n_lost + 1)
         crack = on_nmc >= 0.6 * np.maximum(tot, 1)
         crack[0] = False
-        out[crack[lost_lab] & lost] = VOID
+        out[crack[lost_lab] & lost] = Class.VOID
     return out
 
 
@@ -167,8 +168,8 @@ def refine_empty_boundaries(label: np.ndarray, sem_image: np.ndarray, pixel_size
     -------
     ndarray, same shape and dtype as ``label``
     """
-    empty = label == VOID
-    ely = label == ELECTROLYTE
+    empty = label == Class.VOID
+    ely = label == Class.ELECTROLYTE
     if empty.sum() < 10 or ely.sum() < 10:
         return label
     r = max(band_nm / float(pixel_size_nm), 1.0)
@@ -181,8 +182,8 @@ def refine_empty_boundaries(label: np.ndarray, sem_image: np.ndarray, pixel_size
     new_empty = candidate & empty_side
     new_empty = ndimage.binary_propagation(new_empty & empty, mask=new_empty)
     out = label.copy()
-    out[new_empty & ~empty] = VOID
-    out[empty & ~new_empty & (d_in <= r)] = ELECTROLYTE
+    out[new_empty & ~empty] = Class.VOID
+    out[empty & ~new_empty & (d_in <= r)] = Class.ELECTROLYTE
     return out
 
 
@@ -214,8 +215,8 @@ def mark_cracks(label: np.ndarray, sem_image: np.ndarray, pixel_size_nm: float, 
     """
     from skimage.morphology import disk
 
-    nmc = label == NMC
-    ely = label == ELECTROLYTE
+    nmc = label == Class.NMC
+    ely = label == Class.ELECTROLYTE
     if not nmc.any() or not ely.any():
         return label
     r = max(int(round(max_width_nm / 2.0 / pixel_size_nm)), 1)
@@ -245,7 +246,7 @@ def mark_cracks(label: np.ndarray, sem_image: np.ndarray, pixel_size_nm: float, 
         piece = vals[starts[i]:starts[i + 1]]
         dark = np.percentile(piece, 20) if sign > 0 else np.percentile(piece, 80)
         if sign * (thr - dark) > 0:
-            out[lab == i] = VOID
+            out[lab == i] = Class.VOID
     # a crack that runs out to the particle surface joins the electrolyte there, so its thin piece is not
     # rimmed by NMC; and a crack thinner than the SEM blur is no darker than electrolyte. A gap with NMC on
     # both sides no wider than a crack (``gap_nm``: NMC closed by a disc that wide) cannot hold a
@@ -253,7 +254,7 @@ def mark_cracks(label: np.ndarray, sem_image: np.ndarray, pixel_size_nm: float, 
     r_gap = max(int(round(gap_nm / 2.0 / pixel_size_nm)), 1)
     closed = ndimage.binary_closing(np.pad(nmc, r_gap + 1), structure=disk(r_gap))
     gap = ~nmc & closed[r_gap + 1:-r_gap - 1, r_gap + 1:-r_gap - 1]
-    out[gap & (label == ELECTROLYTE)] = VOID
+    out[gap & (label == Class.ELECTROLYTE)] = Class.VOID
     return out
 
 
@@ -283,16 +284,16 @@ def resolve_thin_rims(label: np.ndarray, pixel_size_nm: float, *, max_width_nm: 
     >>> resolve_thin_rims(lab, 10.0)[0].tolist()
     [1, 1, 1, 1, 1, 1, 4, 4, 4, 4, 4, 4]
     """
-    nmc = label == NMC
-    empty = label == VOID
+    nmc = label == Class.NMC
+    empty = label == Class.VOID
     if not nmc.any() or not empty.any():
         return label
     d_nmc = ndimage.distance_transform_edt(~nmc)
     d_empty = ndimage.distance_transform_edt(~empty)
-    rim = (label == ELECTROLYTE) & (d_nmc + d_empty <= 1.0 + max_width_nm / float(pixel_size_nm))
+    rim = (label == Class.ELECTROLYTE) & (d_nmc + d_empty <= 1.0 + max_width_nm / float(pixel_size_nm))
     out = label.copy()
-    out[rim & (d_empty < d_nmc)] = VOID
-    out[rim & (d_empty >= d_nmc)] = NMC
+    out[rim & (d_empty < d_nmc)] = Class.VOID
+    out[rim & (d_empty >= d_nmc)] = Class.NMC
     return out
 
 
@@ -340,19 +341,19 @@ def snap_nmc_boundaries(label: np.ndarray, sem_image: np.ndarray, pixel_size_nm:
     """
     image = np.asarray(sem_image, dtype=float)
     out = label.copy()
-    nmc = out == NMC
+    nmc = out == Class.NMC
     r = max(90.0 / float(pixel_size_nm), 1.0)
     inner = nmc & (ndimage.distance_transform_edt(nmc) > r)
     if inner.sum() < 10:
         return out
     lvl_inner = float(np.median(image[inner]))
-    for other in (VOID, ELECTROLYTE):
-        nmc = out == NMC
+    for other in (Class.VOID, Class.ELECTROLYTE):
+        nmc = out == Class.NMC
         mine = out == other
         if mine.sum() < 10:
             continue
         d_nmc = ndimage.distance_transform_edt(~nmc)
-        if other == VOID:
+        if other == Class.VOID:
             deep = mine & (ndimage.distance_transform_edt(mine) > 2)
             lvl = float(np.median(image[deep])) if deep.sum() >= 20 else float(np.percentile(image, 1.0))
             sm = ndimage.gaussian_filter(image, _noise_matched_sigma(image, lvl_inner - lvl))
@@ -365,6 +366,51 @@ def snap_nmc_boundaries(label: np.ndarray, sem_image: np.ndarray, pixel_size_nm:
         lvl_nmc = _local_level(sm, inner, 4.0 * r)
         band = (nmc & (ndimage.distance_transform_edt(~mine) <= band_px)) | (mine & (d_nmc <= band_px))
         nmc_side = np.sign(lvl_nmc - lvl) * (sm - 0.5 * (lvl_nmc + lvl)) > 0
-        out[band & nmc_side] = NMC
+        out[band & nmc_side] = Class.NMC
         out[band & ~nmc_side] = other
     return out
+
+
+def refine_sem_boundaries(label: np.ndarray, sem_image: np.ndarray, pixel_size_nm: float, *, band_nm: float,
+                          psf_fwhm_nm: float, crack_max_nm: float | None = None) -> np.ndarray:
+    """A first texture map's boundaries re-decided on the SEM: the refinement chain both class-map paths run.
+
+    In order: NMC boundaries (:func:`refine_nmc_boundaries`) and empty boundaries
+    (:func:`refine_empty_boundaries`) snapped to the local SEM contrast within ``band_nm``; with
+    ``crack_max_nm``, thin dark pieces and narrow gaps enclosed by NMC marked as cracks (:func:`mark_cracks`);
+    electrolyte-grey rims thinner than the probe between NMC and a void split between the two
+    (:func:`resolve_thin_rims`); NMC boundaries placed at the midpoint grey level between NMC and the phase it
+    meets (:func:`snap_nmc_boundaries`).
+
+    The crack step is what differs between the paths. The unsupervised path
+    (:func:`ceimap.segment.assign.segment_lamella`) runs it: its SEM texture forest is trained on pixels whose
+    chemistry is confident and far from STXM class boundaries, so it never sees a crack narrower than the STXM
+    resolution and reads one as electrolyte. A trained classifier's map
+    (:func:`ceimap.segment.classifier.refine_boundaries`) is refined without it (``crack_max_nm=None``): its voids
+    come from the annotations, and its accuracy figures (``benchmarks/README.md``) were measured that way; whether
+    the crack step would help it has not been measured.
+
+    Parameters
+    ----------
+    label : ndarray of int, shape (ny, nx)
+        Texture classes (``Class.NMC``, ``Class.ELECTROLYTE`` for electrolyte-like, ``Class.VOID`` for empty).
+    sem_image : ndarray, shape (ny, nx)
+    pixel_size_nm : float
+        SEM pixel size.
+    band_nm : float
+        Half-width of the band where NMC and empty boundaries may move (one STXM pixel plus the probe width).
+    psf_fwhm_nm : float
+        STXM probe width: the widest rim resolved by :func:`resolve_thin_rims`.
+    crack_max_nm : float, optional
+        Widest thin dark piece inside NMC taken for a crack; None: no crack step.
+
+    Returns
+    -------
+    ndarray, same shape as ``label``
+    """
+    label = refine_nmc_boundaries(label, sem_image, pixel_size_nm, band_nm=band_nm)
+    label = refine_empty_boundaries(label, sem_image, pixel_size_nm, band_nm=band_nm)
+    if crack_max_nm is not None:
+        label = mark_cracks(label, sem_image, pixel_size_nm, max_width_nm=crack_max_nm)
+    label = resolve_thin_rims(label, pixel_size_nm, max_width_nm=psf_fwhm_nm)
+    return snap_nmc_boundaries(label, sem_image, pixel_size_nm)

@@ -21,10 +21,10 @@ def test_partial_volume_mixing_alone_gives_no_interphase(with_s):
     stacks, regs, sem, truth, _ = make_scene(interphase_nm=0.0, seed=2, with_s=with_s)
     _, cubes = to_reference_grid(stacks, regs)
     chem = classify_stxm(cubes, {e: s.energies_ev for e, s in stacks.items()}, 40.0)
-    assert chem["interphase"].sum() == 0
+    assert chem.interphase.sum() == 0
     truth_stxm = _stxm_truth(truth, regs, cubes["Ni-L"].shape[1:])
     inside = truth_stxm > 0
-    f1 = f1_score(truth_stxm[inside], chem["classes"][inside], labels=[1, 3, 4], average=None)
+    f1 = f1_score(truth_stxm[inside], chem.classes[inside], labels=[1, 3, 4], average=None)
     assert f1[0] > 0.95 and f1[1] > 0.95 and f1[2] > 0.6
 
 
@@ -34,11 +34,11 @@ def test_interphase_found_where_spectra_are_not_a_mixture(with_s):
     _, cubes = to_reference_grid(stacks, regs)
     chem = classify_stxm(cubes, {e: s.energies_ev for e, s in stacks.items()}, 40.0)
     truth_stxm = _stxm_truth(truth, regs, cubes["Ni-L"].shape[1:])
-    score = tolerant_f1(chem["classes"] == 2, truth_stxm == 2, 1.0)
+    score = tolerant_f1(chem.classes == 2, truth_stxm == 2, 1.0)
     assert score["f1"] > 0.85 and score["precision"] > 0.95
     # both NMC particles (Ni e_g/t_2g 1.8 and 1.3) stay NMC; with Ni-L alone some interphase pixels
     # (reduced Ni in a Ni-poor band) still lean NMC on the STXM grid
-    assert f1_score(truth_stxm.ravel() == 1, chem["classes"].ravel() == 1) > (0.95 if with_s else 0.9)
+    assert f1_score(truth_stxm.ravel() == 1, chem.classes.ravel() == 1) > (0.95 if with_s else 0.9)
 
 
 def test_chemistry_where_only_the_s_edge_measured():
@@ -55,7 +55,7 @@ def test_chemistry_where_only_the_s_edge_measured():
     s_only[:, 44:] = True
     inside = s_only & (truth_stxm > 0)
     assert (truth_stxm[inside] == 1).sum() > 50 and (truth_stxm[inside] == 2).sum() > 30
-    f1 = f1_score(truth_stxm[inside], chem["classes"][inside], labels=[1, 3], average=None)
+    f1 = f1_score(truth_stxm[inside], chem.classes[inside], labels=[1, 3], average=None)
     assert f1[0] > 0.9 and f1[1] > 0.9
-    score = tolerant_f1((chem["classes"] == 2) & s_only, (truth_stxm == 2) & s_only, 1.0)
+    score = tolerant_f1((chem.classes == 2) & s_only, (truth_stxm == 2) & s_only, 1.0)
     assert score["f1"] > 0.8 and score["precision"] > 0.9

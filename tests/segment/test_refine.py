@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from ceimap.segment.assign import VOID
-from ceimap.segment.refine import _gaussian_filter_fft, mark_cracks, resolve_thin_rims, snap_nmc_boundaries
+from ceimap import Class
+from ceimap.segment.refine import (_gaussian_filter_fft, mark_cracks, refine_empty_boundaries, refine_nmc_boundaries,
+                                  refine_sem_boundaries, resolve_thin_rims, snap_nmc_boundaries)
 
 
 def test_resolve_thin_rims_splits_rim_between_nmc_and_void():
@@ -27,7 +28,7 @@ def test_mark_cracks_thin_grey_gap_inside_nmc_is_void():
     sem = np.where(lab == 1, 1.0, 0.5)
     sem[0:5, 0:5] = 0.0                                       # some vacuum in the image
     out = mark_cracks(lab, sem, 10.0, max_width_nm=90.0, gap_nm=60.0)
-    assert (out[15:65, 59:61] == VOID).all()
+    assert (out[15:65, 59:61] == Class.VOID).all()
     assert (out[:8, 20:100] == 3).all()
 
 
@@ -50,17 +51,17 @@ def test_snap_nmc_boundaries_puts_crack_and_pore_edges_at_half_coverage(offset):
     rng = np.random.default_rng(1)
     sem = 0.2 + 0.8 * (1.0 - void_cov) + rng.normal(0, 0.04, void_cov.shape)
     truth_void = void_cov > 0.5
-    label = np.where(ndimage.binary_dilation(truth_void), VOID, 1)
+    label = np.where(ndimage.binary_dilation(truth_void), Class.VOID, 1)
     out = snap_nmc_boundaries(label, sem, 10.0)
-    assert np.mean((out == VOID) != truth_void) < 0.002
-    width = (out[10:70, 30:50] == VOID).sum(axis=1)
+    assert np.mean((out == Class.VOID) != truth_void) < 0.002
+    width = (out[10:70, 30:50] == Class.VOID).sum(axis=1)
     assert abs(np.median(width) - 4.5) <= 0.5
 
 
 def test_snap_nmc_boundaries_keeps_sharp_boundaries_in_place():
     lab = np.full((40, 60), 3)
     lab[:, :20] = 1
-    lab[:, 40:] = VOID
+    lab[:, 40:] = Class.VOID
     sem = np.where(lab == 1, 1.0, np.where(lab == 3, 0.6, 0.1))
     out = snap_nmc_boundaries(lab, sem, 10.0)
     assert np.array_equal(out, lab)
@@ -91,3 +92,25 @@ def test_gaussian_filter_fft_equals_the_direct_filter(shape, sigma):
     direct = ndimage.gaussian_filter(image, sigma)           # mode "reflect", truncate 4 (kernel wider than
     fast, = _gaussian_filter_fft([image], sigma)             # the image in two cases)
     assert np.max(np.abs(fast - direct)) <= 1e-12 * np.max(np.abs(direct))
+
+
+def test_refine_sem_boundaries_is_the_chain_with_or_without_the_crack_step():
+    lab = np.full((80, 120), 3)
+    lab[10:70, 10:110] = 1
+    lab[10:70, 59:61] = 3                                     # 20 nm crack read as electrolyte
+    lab[30:40, 20:30] = 4
+    rng = np.random.default_rng(5)
+    sem = np.where(lab == 1, 1.0, np.where(lab == 4, 0.1, 0.5)) + rng.normal(0, 0.03, lab.shape)
+    sem[0:5, 0:5] = 0.0
+    out = {}
+    for crack_max_nm in (None, 90.0):
+        expected = refine_nmc_boundaries(lab, sem, 10.0, band_nm=90.0)
+        expected = refine_empty_boundaries(expected, sem, 10.0, band_nm=90.0)
+        if crack_max_nm is not None:
+            expected = mark_cracks(expected, sem, 10.0, max_width_nm=crack_max_nm)
+        expected = snap_nmc_boundaries(resolve_thin_rims(expected, 10.0, max_width_nm=50.0), sem, 10.0)
+        out[crack_max_nm] = refine_sem_boundaries(lab, sem, 10.0, band_nm=90.0, psf_fwhm_nm=50.0,
+                                                  crack_max_nm=crack_max_nm)
+        np.testing.assert_array_equal(out[crack_max_nm], expected)
+    crack = np.s_[15:65, 59:61]
+    assert np.sum(out[90.0][crack] == Class.VOID) > np.sum(out[None][crack] == Class.VOID)
