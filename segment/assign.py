@@ -46,11 +46,12 @@ class Segmentation:
     Attributes
     ----------
     classes : ndarray of uint8, shape (ny, nx)
-        Class codes on the SEM grid (0 outside, 1 NMC, 2 interphase, 3 electrolyte, 4 void).
+        Class codes (:class:`ceimap.Class`) on the SEM grid.
     probabilities : ndarray of float32, shape (5, ny, nx), or None
         Per-class probability on the SEM grid, in class-code order.
     details : dict
-        Intermediate results: ``stxm`` (STXM-grid maps: fractions, interphase z, classes) on the grid
+        Intermediate results: ``stxm`` (the STXM-grid chemistry as a dict,
+        :meth:`ceimap.segment.chemistry.StxmChemistry.record`: fractions, interphase z, classes …) on the grid
         whose pixel → SEM pixel matrix is ``stxm_matrix`` (the reference edge's lattice extended over
         every edge's field, :func:`ceimap.segment.grid.union_grid`), the reference edge, noise levels,
         reference spectra, thresholds, timings.
