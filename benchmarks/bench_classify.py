@@ -84,7 +84,7 @@ def _f1_rows(lam, od, regs, maps, ann, clf) -> list[dict]:
     (:func:`ceimap.segment.classifier.refine_boundaries`, timed here on the lamella) and after the interphase is re-drawn
     from the chemistry (:func:`ceimap.segment.classifier.place_interphase`, timed likewise): the steps of
     :func:`ceimap.segment.pipeline.classify_with_model`."""
-    from ceimap.segment.assign import split_empty
+    from ceimap.segment.outside import split_empty
     from ceimap.segment.classifier import macro_f1, place_interphase, refine_boundaries
 
     _, truth = load_example("cycled_4p25v")

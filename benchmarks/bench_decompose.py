@@ -16,7 +16,7 @@ those steps are not timed here.
   ``calculate_clusters(5)`` with its defaults.
 
 The baselines are fed the Ni-L spectra alone, or the Ni-L and S-L spectra concatenated on the Ni-L grid
-(``segment.assign.to_reference_grid``, the same resampling ceimap's chemistry uses); pixels that not every
+(``segment.grid.to_reference_grid``, the same resampling ceimap's chemistry uses); pixels that not every
 frame measured are filled from the nearest measured pixel. Each configuration is run and the best (by F1)
 is reported per lamella with its name — a choice made with the truth, in the baselines' favour.
 
@@ -128,7 +128,8 @@ def mantis_clusters(cube: np.ndarray) -> np.ndarray:
 
 
 def run(quick: bool = False) -> list[dict]:
-    from ceimap.segment.assign import segment_lamella, to_reference_grid
+    from ceimap.segment.assign import segment_lamella
+    from ceimap.segment.grid import to_reference_grid
 
     rows = []
     collected: dict[str, list] = {}

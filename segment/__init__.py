@@ -2,7 +2,11 @@
 
 Modules in data-flow order: ``io`` (readers and writers), ``stack`` (I0, optical density), ``align``
 (energy-frame drift), ``register`` (STXM → SEM), ``spectra`` (e_g/t_2g, S edge position), ``decompose``
-(PCA, NMF, k-means, reference fitting), ``assign`` (automatic class naming at SEM resolution),
+(PCA, NMF, k-means, reference fitting, the per-pixel unmixing in transmission); the unsupervised class
+assignment by stage: ``grid`` (one STXM grid for all edges), ``noise`` (OD noise scale), ``signatures``
+(resonance, absorption), ``chemistry`` (fractions and interphase per STXM pixel), ``outside`` (outside versus
+voids), ``refine`` (SEM boundary refinement), ``interphase`` (the interphase band) and ``assign`` (the
+orchestrator, :func:`~ceimap.segment.assign.segment_lamella`); ``classifier`` (the supervised path),
 ``particles`` (NMC instances), ``pipeline`` (one lamella end to end) and ``synthetic`` (example lamellae
 with ground truth).
 """

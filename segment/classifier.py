@@ -1,16 +1,12 @@
 """Supervised pixel classifier: train on a few annotation strokes, apply to other lamellae.
 
 Training samples are the feature vectors (:mod:`ceimap.segment.features`) of the annotated SEM pixels
-(class codes 1 NMC, 2 interphase, 3 electrolyte, 4 void; 0 = not annotated) of one or many lamellae.
-The classifier is a class-balanced random forest (default) or histogram gradient boosting
-(``estimator="hist_gradient_boosting"``) — the forest was chosen by measurement: trained on the 4.25 V
-example's strokes (feature spec 1) it scored macro F1 0.920 / 0.900 / 0.964 on the 4.25 V / 4.7 V / charged lamellae
-against 0.910 / 0.886 / 0.955 for boosting, and fitted ~40× faster (which matters: the model is refitted
-on every load). The trees are small (about 9 nodes, depth 3: strokes lie in the bulk of their class), so
-prediction cost is per tree: 12 trees are the default, chosen by measurement (feature spec 2, mean macro F1
-over seeds 0–2 on the 4.25 V / 4.7 V / charged lamellae, pixel by pixel: 8 trees 0.910 / 0.878 / 0.956,
-12 trees 0.913 / 0.883 / 0.960, 25 trees 0.900 / 0.880 / 0.960, 50 trees 0.901 / 0.877 / 0.960; the spread
-between seeds, up to 0.02, is larger than any difference from 12 trees on). It is applied in two stages, see
+(:class:`ceimap.Class` codes: ``NMC``, ``INTERPHASE``, ``ELECTROLYTE``, ``VOID``; ``OUTSIDE`` = not annotated) of
+one or many lamellae. The classifier is a class-balanced random forest (default) or histogram gradient boosting
+(``estimator="hist_gradient_boosting"``); the forest is the default because it scored at least as well on the
+example lamellae and fits far faster, which matters: the model is refitted on every load. The trees are small
+(strokes lie in the bulk of their class), so prediction cost is per tree: 12 trees are the default, as more did
+not score higher (the figures of both choices are in ``benchmarks/README.md``). It is applied in two stages, see
 :meth:`PixelClassifier._fit`; the forest is evaluated block by block (:func:`_predict_proba`, the numbers of
 scikit-learn's ``predict_proba``). It gives per-class probabilities and an uncertainty map (the normalised
 entropy of the probabilities: 0 certain, 1 all classes equally likely), which shows where to annotate next.
@@ -30,6 +26,11 @@ the model that was saved). A model that fails any check — not an ``.npz``, an 
 extra entries, a wrong format or feature-spec version, a hash that does not match (corruption or a hand
 edit) — is refused with :class:`~ceimap.segment.errors.CeimapInputError` naming the file. The hash guards
 integrity, not authorship: safety comes from the file holding nothing but numbers and JSON.
+
+One module past 800 lines, on purpose: the model file format (what is stored, the checks on load) and the
+classifier that is refitted from it on every load must change together, and the supervised map's two
+post-steps (:func:`refine_boundaries`, :func:`place_interphase`) are thin calls into the unsupervised path's
+rooms (:mod:`ceimap.segment.refine`, :mod:`ceimap.segment.chemistry`, :mod:`ceimap.segment.interphase`).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from . import Class
 from .errors import CeimapInputError
 from .features import (FEATURE_SPEC_VERSION, FeatureSpec, features_at, normalise_sem, sem_pyramid,
                        spectral_maps, spectral_sources, tile_sampler, tile_slices)
@@ -64,7 +66,9 @@ __all__ = [
 
 MODEL_FORMAT = "ceimap-pixel-classifier"
 MODEL_FORMAT_VERSION = 1
-CLASS_CODES = (1, 2, 3, 4)
+ANNOTATED_CLASSES = tuple(c for c in Class if c is not Class.OUTSIDE)
+"""The classes a model is trained on and predicts, in code order (in an annotation image ``Class.OUTSIDE`` means
+"not annotated"); column ``j`` of the probabilities is class ``ANNOTATED_CLASSES[j]``."""
 ESTIMATORS = ("random_forest", "hist_gradient_boosting")
 DEFAULT_PARAMS = {
     "random_forest": {"n_estimators": 12, "min_samples_leaf": 1, "max_features": "sqrt",
@@ -164,7 +168,7 @@ def entropy_map(probabilities: np.ndarray, axis: int = 0) -> np.ndarray:
     return (-(p * np.log(p)).sum(axis=axis) / np.float32(np.log(n))).astype(np.float32)
 
 
-def macro_f1(predicted: np.ndarray, truth: np.ndarray, classes=CLASS_CODES) -> tuple[float, dict]:
+def macro_f1(predicted: np.ndarray, truth: np.ndarray, classes=ANNOTATED_CLASSES) -> tuple[float, dict]:
     """Macro F1 over the classes present in ``truth`` (pixels where truth is one of ``classes``).
 
     Returns
@@ -230,7 +234,7 @@ class PixelClassifier:
         self.validation = dict(validation or {})
         self.lamellae = [{"name": s.name, "sem_pixel_nm": s.sem_pixel_nm, "stxm_pixel_nm": dict(s.stxm_pixel_nm),
                           "energy_range_ev": {e: list(r) for e, r in s.energy_range_ev.items()},
-                          "n_annotated": {int(c): int(np.sum(s.labels == c)) for c in CLASS_CODES}}
+                          "n_annotated": {int(c): int(np.sum(s.labels == c)) for c in ANNOTATED_CLASSES}}
                          for s in samples]
         self.features = np.ascontiguousarray(np.concatenate([s.features for s in samples]), dtype=np.float32)
         self.labels = np.concatenate([s.labels for s in samples]).astype(np.uint8)
@@ -260,21 +264,21 @@ class PixelClassifier:
         4.25 V and charged strokes together, unlimited trees called 17 % of every lamella interphase,
         depth 3 trees 6–9 % where the truth has 6–7 %, 0.3 % on the charged one).
         """
-        texture = np.where(self.labels == 2, 3, self.labels)
+        texture = np.where(self.labels == Class.INTERPHASE, int(Class.ELECTROLYTE), self.labels)
         self.texture_model = _make_estimator(self.estimator, self.params, self.seed)
         if np.unique(texture).size >= 2:
             self.texture_model.fit(self.features, texture)
         else:
             self.texture_model = _Constant(int(texture[0]))
         self.interphase_columns = _interphase_columns(self.spec)
-        chem = (self.labels == 2) | (self.labels == 3)
+        chem = (self.labels == Class.INTERPHASE) | (self.labels == Class.ELECTROLYTE)
         self.interphase_model = None
-        if np.any(self.labels[chem] == 2) and np.any(self.labels[chem] == 3):
+        if np.any(self.labels[chem] == Class.INTERPHASE) and np.any(self.labels[chem] == Class.ELECTROLYTE):
             self.interphase_model = _make_estimator(self.estimator, self.params, self.seed,
                                                     stage="interphase").fit(
                 self.features[chem][:, self.interphase_columns], self.labels[chem])
-        elif np.any(self.labels == 2):
-            self.interphase_model = _Constant(2)
+        elif np.any(self.labels == Class.INTERPHASE):
+            self.interphase_model = _Constant(int(Class.INTERPHASE))
         for model in (self.texture_model, self.interphase_model):
             if hasattr(model, "n_jobs"):
                 model.n_jobs = 1     # fitted with N_JOBS threads; prediction runs tiles in N_JOBS threads
@@ -287,24 +291,29 @@ class PixelClassifier:
 
     # -- prediction --------------------------------------------------------------------------------------
     def predict_proba_features(self, features: np.ndarray) -> np.ndarray:
-        """Probabilities of classes 1–4 for feature rows, shape (n, 4), float32 (0 for untrained classes)."""
+        """Probabilities of classes 1–4 for feature rows, shape (n, 4), float32 (0 for untrained classes).
+
+        Column ``j`` is class ``ANNOTATED_CLASSES[j]``.
+        """
         features = np.asarray(features, np.float32)
-        out = np.zeros((len(features), len(CLASS_CODES)), np.float32)
+        out = np.zeros((len(features), len(ANNOTATED_CLASSES)), np.float32)
         if not len(features):
             return out
+        column = {int(c): j for j, c in enumerate(ANNOTATED_CLASSES)}
         p = _predict_proba(self.texture_model, self._texture_tables, features)
         for j, c in enumerate(self.texture_model.classes_):
-            out[:, int(c) - 1] = p[:, j]
+            out[:, column[int(c)]] = p[:, j]
         if self.interphase_model is not None:
             # stage 2 only where stage 1 gives electrolyte-like matter a chance (elsewhere it multiplies 0)
-            rows = np.flatnonzero(out[:, 2] > 0)
+            ely, inter = column[Class.ELECTROLYTE], column[Class.INTERPHASE]
+            rows = np.flatnonzero(out[:, ely] > 0)
             classes = [int(c) for c in self.interphase_model.classes_]
-            if rows.size and 2 in classes:
+            if rows.size and Class.INTERPHASE in classes:
                 q = _predict_proba(self.interphase_model, self._interphase_tables,
                                    features[rows][:, self.interphase_columns])
-                p_int = q[:, classes.index(2)].astype(np.float32)
-                out[rows, 1] = out[rows, 2] * p_int
-                out[rows, 2] *= 1.0 - p_int
+                p_int = q[:, classes.index(Class.INTERPHASE)].astype(np.float32)
+                out[rows, inter] = out[rows, ely] * p_int
+                out[rows, ely] *= 1.0 - p_int
         return out
 
     def predict(self, sem, od_stacks: dict, registrations: dict, *, egt2g=None, s_edge=None,
@@ -419,7 +428,7 @@ class PixelClassifier:
     def _proba_at(self, at, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
         """Probabilities at tile pixels (``yy``, ``xx``), features made and classified block by block (a block's
         feature rows stay in the CPU cache from ``at`` through every tree)."""
-        out = np.empty((yy.size, len(CLASS_CODES)), np.float32)
+        out = np.empty((yy.size, len(ANNOTATED_CLASSES)), np.float32)
         for i in range(0, yy.size, _FOREST_CHUNK):
             out[i:i + _FOREST_CHUNK] = self.predict_proba_features(at(yy[i:i + _FOREST_CHUNK], xx[i:i + _FOREST_CHUNK]))
         return out
@@ -480,7 +489,7 @@ class PixelClassifier:
             "estimator": self.estimator,
             "params": self.params,
             "seed": self.seed,
-            "class_codes": {"nmc": 1, "interphase": 2, "electrolyte": 3, "void": 4},
+            "class_codes": {c.name.lower(): int(c) for c in ANNOTATED_CLASSES},
             "classes_trained": [int(c) for c in self.classes],
             "lamellae": self.lamellae,
             "validation": self.validation,
@@ -551,11 +560,12 @@ def refine_boundaries(classes: np.ndarray, sem_image: np.ndarray, pixel_size_nm:
 
     The forest decides each pixel from features smoothed over tens of nm and from STXM maps at 35–45 nm
     pixels, so its boundaries are placed to within a few SEM pixels, and the bright edge the SEM draws along
-    every solid/empty boundary reads as a rim of electrolyte; most of its errors lie there (73–92 % within
-    1.5 pixels of a class boundary on the example lamellae). The project's SEM boundary refinement
-    (:mod:`ceimap.segment.assign`: local-contrast NMC and empty boundaries within one STXM pixel plus the probe
-    width, thin rims resolved, NMC boundaries snapped to the midpoint of the levels met) uses levels measured
-    on this image, so it applies to the classifier's map unchanged. Interphase is kept where the classifier
+    every solid/empty boundary reads as a rim of electrolyte; most of its errors lie there
+    (``benchmarks/README.md``). The project's SEM boundary refinement
+    (:func:`ceimap.segment.refine.refine_sem_boundaries`: local-contrast NMC and empty boundaries within one STXM
+    pixel plus the probe width, thin rims resolved, NMC boundaries snapped to the midpoint of the levels met;
+    without its crack step) uses levels measured on this image, so it applies to the classifier's map
+    unchanged. Interphase is kept where the classifier
     put it and the refined map is still electrolyte-like (it is a chemical call, not an SEM one).
 
     Parameters
@@ -578,7 +588,7 @@ def refine_boundaries(classes: np.ndarray, sem_image: np.ndarray, pixel_size_nm:
     -------
     ndarray of uint8
     """
-    from .assign import refine_empty_boundaries, refine_nmc_boundaries, resolve_thin_rims, snap_nmc_boundaries
+    from .refine import refine_sem_boundaries
 
     classes = np.asarray(classes)
     ny, nx = classes.shape
@@ -592,17 +602,16 @@ def refine_boundaries(classes: np.ndarray, sem_image: np.ndarray, pixel_size_nm:
                                      stxm_pixel_nm, psf_fwhm_nm=psf_fwhm_nm)
             out[ys, xs] = part[ys.start - ya:ys.stop - ya, xs.start - xa:xs.stop - xa]
         return out
-    interphase = classes == 2
-    label = np.where(interphase, 3, classes)
+    interphase = classes == Class.INTERPHASE
+    label = np.where(interphase, int(Class.ELECTROLYTE), classes)
     image = np.asarray(sem_image, dtype=float)
     band_nm = float(stxm_pixel_nm) + float(psf_fwhm_nm)
-    label = refine_nmc_boundaries(label, image, pixel_size_nm, band_nm=band_nm)
-    label = refine_empty_boundaries(label, image, pixel_size_nm, band_nm=band_nm)
-    label = resolve_thin_rims(label, pixel_size_nm, max_width_nm=psf_fwhm_nm)
-    label = snap_nmc_boundaries(label, image, pixel_size_nm)
+    # no crack step: the classifier's voids come from the annotations (see refine_sem_boundaries)
+    label = refine_sem_boundaries(label, image, pixel_size_nm, band_nm=band_nm, psf_fwhm_nm=psf_fwhm_nm,
+                                  crack_max_nm=None)
     out = np.asarray(label, dtype=np.uint8).copy()
-    out[interphase & (out == 3)] = 2
-    out[classes == 0] = 0
+    out[interphase & (out == Class.ELECTROLYTE)] = Class.INTERPHASE
+    out[classes == Class.OUTSIDE] = Class.OUTSIDE
     return out
 
 
@@ -612,10 +621,9 @@ def place_interphase(classes: np.ndarray, od_stacks: dict, registrations: dict, 
     """Re-draw a classifier map's interphase where the STXM chemistry measured it, as the unsupervised path does.
 
     The interphase stage decides from S-edge-shift maps at 35–45 nm STXM pixels, so it finds the band but
-    places its outer edge no better than a few SEM pixels (interphase F1 0.84 on the example lamellae after
-    :func:`refine_boundaries`). The chemistry of the unsupervised path measures the interphase fraction of
-    each STXM pixel (:func:`ceimap.segment.assign.classify_stxm`: detected against the null of the NMC and
-    electrolyte cores), and :func:`ceimap.segment.assign.interphase_band` draws, on the electrolyte side of this
+    places its outer edge no better than a few SEM pixels. The chemistry of the unsupervised path measures the interphase fraction of
+    each STXM pixel (:func:`ceimap.segment.chemistry.classify_stxm`: detected against the null of the NMC and
+    electrolyte cores), and :func:`ceimap.segment.interphase.interphase_band` draws, on the electrolyte side of this
     map's NMC, the band whose view through the STXM probe reproduces the measured amounts. Here:
 
     - the classifier still decides NMC, electrolyte-like matter and void; only electrolyte-like pixels are
@@ -647,23 +655,25 @@ def place_interphase(classes: np.ndarray, od_stacks: dict, registrations: dict, 
         ``beyond_field_nm`` (thickness given to surfaces beyond the STXM field, None if there are none),
         ``beyond_field_surface_px``, ``changed_fraction`` (pixels moved between interphase and electrolyte).
     """
-    from .assign import interphase_band, stxm_chemistry
+    from .chemistry import stxm_chemistry
+    from .interphase import interphase_band
 
     classes = np.asarray(classes)
-    found = classes == 2
+    found = classes == Class.INTERPHASE
     if not found.any():
         return classes, {"placed_by": "classifier", "reason": "the classifier found no interphase"}
     chem = stxm_chemistry(od_stacks, registrations, classes.shape, psf_fwhm_nm=psf_fwhm_nm,
                           interphase_max_nm=interphase_max_nm)
-    measured = chem["chemistry"]
-    if not np.any(measured["interphase_measured"]):
+    measured = chem.chemistry
+    if not np.any(measured.interphase_measured):
         return classes, {"placed_by": "classifier", "reason": "the chemistry measured no interphase"}
-    band = interphase_band(classes == 1, found | (classes == 3), measured, chem["matrix"], float(sem_pixel_nm),
-                           chem["stxm_pixel_nm"], psf_fwhm_nm=psf_fwhm_nm, interphase_max_nm=interphase_max_nm,
+    band = interphase_band(classes == Class.NMC, found | (classes == Class.ELECTROLYTE), measured.interphase_fraction,
+                           measured.interphase_measured, measured.known, chem.matrix, float(sem_pixel_nm),
+                           chem.stxm_pixel_nm, psf_fwhm_nm=psf_fwhm_nm, interphase_max_nm=interphase_max_nm,
                            support=found, beyond_field=True)
     out = classes.astype(np.uint8, copy=True)
-    out[found] = 3
-    out[band["band"]] = 2
+    out[found] = Class.ELECTROLYTE
+    out[band["band"]] = Class.INTERPHASE
     return out, {"placed_by": "chemistry", "reason": "band fitted to the measured interphase fractions",
                  "beyond_field_nm": band["beyond_field_nm"],
                  "beyond_field_surface_px": band["beyond_field_surface"],
@@ -700,7 +710,7 @@ def _predict_proba(model, tables, x: np.ndarray) -> np.ndarray:
     scikit-learn's forest runs each tree over all rows and accumulates (n, n_classes) float64 arrays per tree;
     with small trees that is bound by memory traffic. Here each block of ``_FOREST_CHUNK`` rows is walked by
     every tree (``Tree.apply``) and the leaves' probabilities summed in the same order, then divided by the
-    number of trees, as scikit-learn does: identical values, 1.6× faster on the example lamellae.
+    number of trees, as scikit-learn does: identical values, faster (``benchmarks/README.md``).
     """
     if tables is None:
         return model.predict_proba(x)
@@ -840,7 +850,7 @@ def _check_header(header: dict, arrays: dict, path) -> None:
                       f"{len(spec.names)} features", path)
     if not np.all(np.isfinite(feats)):
         raise _refuse("non-finite feature values", path)
-    if not np.all(np.isin(labels, CLASS_CODES)):
+    if not np.all(np.isin(labels, ANNOTATED_CLASSES)):
         raise _refuse("labels outside the class codes 1–4", path)
     lams = header.get("lamellae")
     if not isinstance(lams, list) or not lams or (n and lamella.max() >= len(lams)):
@@ -873,7 +883,7 @@ def leave_one_lamella_out(samples: list, spec: FeatureSpec, *, estimator: str = 
         if len(np.unique(np.concatenate([s.labels for s in rest]))) < 2:
             continue
         clf = PixelClassifier(spec, rest, estimator=estimator, params=params, seed=seed)
-        pred = np.array(CLASS_CODES)[np.argmax(clf.predict_proba_features(held.features), axis=1)]
+        pred = np.array(ANNOTATED_CLASSES)[np.argmax(clf.predict_proba_features(held.features), axis=1)]
         macro, per = macro_f1(pred, held.labels)
         out[held.name] = {"macro_f1": macro, "per_class_f1": {str(k): v for k, v in per.items()},
                           "n": int(held.labels.size)}

@@ -5,18 +5,21 @@ n_features)`` or an image ``(n_y, n_x, n_features)`` — where the features are 
 edges on a common pixel grid, and returns a :class:`Decomposition`: component spectra, per-pixel abundances
 (with the same leading shape as the input, so maps come out as maps) and the per-pixel fit residual.
 
-=============  ==========================================================================================
-function       what it is
-=============  ==========================================================================================
-``pca``        centred PCA by SVD; the number of components is chosen from the data by the Gavish–Donoho
-               optimal hard threshold on the singular values (Marchenko–Pastur noise bulk), with the noise
-               level estimated from the median singular value or given
-``nmf``        non-negative matrix factorisation (scikit-learn ``NMF``); negative OD (noise) clipped at 0
-``kmeans``     k-means clustering (``MiniBatchKMeans`` for large inputs) of scores or spectra
-``nnls_fit``   per-pixel non-negative least squares onto reference spectra plus a free constant (what
-               aXis2000 calls the "SVD" stack fit, with non-negative weights), solved exactly by
-               enumerating active sets for a few references
-=============  ==========================================================================================
+======================  =================================================================================
+function                what it is
+======================  =================================================================================
+``pca``                 centred PCA by SVD; the number of components is chosen from the data by the Gavish–Donoho
+                        optimal hard threshold on the singular values (Marchenko–Pastur noise bulk), with the noise
+                        level estimated from the median singular value or given
+``nmf``                 non-negative matrix factorisation (scikit-learn ``NMF``); negative OD (noise) clipped at 0
+``kmeans``              k-means clustering (``MiniBatchKMeans`` for large inputs) of scores or spectra
+``nnls_fit``            per-pixel non-negative least squares onto reference spectra plus a free constant (what
+                        aXis2000 calls the "SVD" stack fit, with non-negative weights), solved exactly by
+                        enumerating active sets for a few references
+``unmix_transmission``  per-pixel areal fractions of NMC, electrolyte and vacuum in transmission
+                        (``T = exp(−OD)``) against local references, weighted by the Poisson noise
+                        (the chemistry's unmixing)
+======================  =================================================================================
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from dataclasses import dataclass, field
 from itertools import combinations
 
 import numpy as np
-from scipy import integrate, optimize
+from scipy import integrate, ndimage, optimize
 
 __all__ = [
     "Decomposition",
@@ -35,6 +38,7 @@ __all__ = [
     "nnls_fit",
     "marchenko_pastur_median",
     "optimal_rank_threshold",
+    "unmix_transmission",
 ]
 
 
@@ -433,3 +437,101 @@ def _solve_spd_stack(gram: np.ndarray, rhs: np.ndarray) -> np.ndarray:
     for i in reversed(range(k)):
         x[i] = (y[i] - np.sum(chol[i + 1:, i] * x[i + 1:], axis=0)) / chol[i, i]
     return x
+
+
+def _singular_values_vectors(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Singular values and right singular vectors of a tall matrix from its small Gram matrix."""
+    gram = x.T @ x
+    w, v = np.linalg.eigh(gram)
+    order = np.argsort(w)[::-1]
+    return np.sqrt(np.clip(w[order], 0, None)), v[:, order].T
+
+
+def _normalised_average(cube: np.ndarray, mask: np.ndarray, sigma_px: float) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian average of ``cube`` (n, ny, nx) over ``mask`` pixels only; returns (average, weight)."""
+    wsum = ndimage.gaussian_filter(mask.astype(float), sigma_px, mode="nearest")
+    out = np.empty_like(cube)
+    for k in range(cube.shape[0]):
+        out[k] = ndimage.gaussian_filter(np.where(mask, cube[k], 0.0), sigma_px, mode="nearest")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out /= wsum
+    return out, wsum
+
+
+def unmix_transmission(cube: np.ndarray, valid: np.ndarray, nmc_core: np.ndarray, ely_core: np.ndarray,
+                       sigma0: np.ndarray, local_sigma_px: float, ely_sigma_px: float,
+                       thickness_scales: tuple) -> dict:
+    """One edge's per-pixel unmixing in transmission: local NMC and electrolyte references, each at a thinner
+    and a thicker version, vacuum, and a soft sum-to-one row (the chemistry's unmixing,
+    :func:`ceimap.segment.chemistry.classify_stxm`).
+
+    A pixel straddling a boundary transmits the area-weighted mean of its phases' transmissions, so lateral
+    partial volume is linear in ``T = exp(−OD)`` (not in OD: the PSF blurs intensity). Each pixel is fitted
+    (weighted NNLS, ``σ_T = σ₀ e^{−OD/2}``) with the *local* bulk NMC transmission (a normalised Gaussian
+    average of NMC-core pixels nearby, so particles of different Ni valence are each their own reference), the
+    local bulk electrolyte (core electrolyte far from NMC), each as ``T**k`` for ``k`` in ``thickness_scales``
+    (lamella wedge, density, sub-pixel porosity are linear in OD), and vacuum (``T = 1``).
+
+    Parameters
+    ----------
+    cube : ndarray, shape (n_energy, ny, nx)
+        OD of one edge on the common grid.
+    valid : ndarray of bool, shape (ny, nx)
+        Pixels the edge measured.
+    nmc_core, ely_core : ndarray of bool, shape (ny, nx)
+        Bulk NMC and bulk electrolyte pixels (the references).
+    sigma0 : ndarray, shape (n_energy,)
+        OD noise at zero OD.
+    local_sigma_px, ely_sigma_px : float
+        Gaussian widths (pixels) of the local NMC and electrolyte references.
+    thickness_scales : tuple of float
+        Exponents ``k`` of the thinner / thicker versions of each reference.
+
+    Returns
+    -------
+    dict
+        ``fractions`` (ny, nx, 3) NMC / electrolyte / empty, ``residual`` (ny, nx, n_energy) weighted by the
+        noise, ``references`` (global NMC and electrolyte OD spectra), ``fit_inputs`` (transmissions,
+        references and noise of the fit, each with the sum-to-one row).
+    """
+    n_e, ny, nx = cube.shape
+    cube = np.where(valid[None], cube, 0.0)
+    trans = np.exp(-np.clip(cube, -1.0, 8.0))
+    ok_nmc = nmc_core & valid
+    ok_ely = ely_core & valid
+    local = []
+    for ok, sig_px in ((ok_nmc, local_sigma_px), (ok_ely, ely_sigma_px)):
+        if ok.any():
+            glob = trans[:, ok].mean(axis=1)
+            loc, wsum = _normalised_average(trans, ok, sig_px)
+            loc[:, wsum < 1e-3] = glob[:, None]
+        else:
+            glob = np.ones(n_e)
+            loc = np.ones_like(trans)
+        local.append((glob, loc))
+    references = {"nmc": -np.log(local[0][0]), "electrolyte": -np.log(local[1][0])}
+    t_pix = np.moveaxis(trans, 0, -1).reshape(-1, n_e)
+    # each phase at a thinner and a thicker version (T**k): lamella wedge, density and sub-pixel
+    # porosity change the amount of a phase along the beam (linear in OD, not in T); a non-negative
+    # combination of the two brackets any thickness in between
+    refs = []
+    for glob, loc in local:
+        t_loc = np.clip(np.moveaxis(loc, 0, -1).reshape(-1, n_e), 1e-6, 1.0)
+        refs += [t_loc ** k for k in thickness_scales]
+    refs.append(np.ones((ny * nx, n_e)))
+    refs = np.stack(refs, axis=1)
+    n_k = len(thickness_scales)
+    # noise of T: sigma_T = T * sigma_OD = sigma0 * exp(-OD / 2)
+    sd = sigma0[None, :] * np.sqrt(np.clip(t_pix, 1e-4, None))
+    # areal fractions cover the pixel: a soft sum-to-one row (sd 0.05) lifts the degeneracy of a
+    # spectrally flat phase (electrolyte at Ni-L) with vacuum
+    t_aug = np.concatenate([t_pix, np.ones((ny * nx, 1))], axis=1)
+    refs_aug = np.concatenate([refs, np.ones(refs.shape[:2] + (1,))], axis=2)
+    sd_aug = np.concatenate([sd, np.full((ny * nx, 1), 0.05)], axis=1)
+    fit = nnls_fit(t_aug, refs_aug, constant=False, weights=1.0 / sd_aug)
+    model = np.einsum("pj,pjf->pf", fit.abundances, refs)
+    ab = fit.abundances
+    fractions = np.stack([ab[:, :n_k].sum(axis=1), ab[:, n_k:2 * n_k].sum(axis=1), ab[:, -1]],
+                         axis=1).reshape(ny, nx, 3)
+    return {"fractions": fractions, "residual": ((t_pix - model) / sd).reshape(ny, nx, n_e),
+            "references": references, "fit_inputs": (t_aug, refs_aug, sd_aug)}

@@ -24,7 +24,7 @@ same on another lamella (other thickness, I0, beam time), never per-lamella deco
 basis changes from lamella to lamella:
 
 - ``ni_l3`` — Ni L3 resonance (OD above the extrapolated pre-edge baseline,
-  :func:`ceimap.segment.assign.edge_signature`) divided by its 99th percentile over the field: ≈ 1 in bulk NMC,
+  :func:`ceimap.segment.signatures.edge_signature`) divided by its 99th percentile over the field: ≈ 1 in bulk NMC,
   0 without Ni, whatever the lamella thickness;
 - ``ni_absorption`` — mean OD of the Ni-L stack (all matter absorbs there), same normalisation;
 - ``egt2g`` — the Ni L3 e_g/t_2g ratio (:func:`ceimap.segment.spectra.egt2g_map`, intrinsic, 0 where invalid),
@@ -46,6 +46,10 @@ requested pixels only, with the same values as :func:`feature_tile`, bit for bit
 
 Version 2 of the spec (:data:`FEATURE_SPEC_VERSION`) changed the default filters and scales and added the
 pyramid: version-1 model files are refused.
+
+One module past 800 lines, on purpose: the whole-image features (:func:`feature_image`), the tile features
+(:func:`feature_tile`) and the sampled features (:func:`tile_sampler`) must stay equal bit for bit (tested), so
+the filters, the pyramid and the spectral resampling they share live beside them.
 """
 
 from __future__ import annotations
@@ -507,7 +511,7 @@ def spectral_maps(od_stacks: dict, spec: FeatureSpec, *, egt2g=None, s_edge=None
         Feature name → (map on the edge's grid, NaN outside its measured region, edge name), in the order
         of ``spec.names``.
     """
-    from .assign import edge_signature
+    from .signatures import edge_signature
     from .spectra import egt2g_map, s_edge_map
 
     maps = {}

@@ -30,11 +30,9 @@ from skimage.feature import peak_local_max
 from skimage.morphology import disk
 from skimage.segmentation import watershed
 
-__all__ = ["label_particles", "match_particles", "relabel_raster_order"]
+from . import Class
 
-NMC = 1
-VOID = 4
-OUTSIDE = 0
+__all__ = ["label_particles", "match_particles", "relabel_raster_order"]
 
 
 def relabel_raster_order(labels: np.ndarray) -> np.ndarray:
@@ -171,7 +169,7 @@ def label_particles(classes: np.ndarray, sem_image: np.ndarray | None, pixel_siz
     2
     """
     classes = np.asarray(classes)
-    nmc = classes == NMC
+    nmc = classes == Class.NMC
     px = float(pixel_size_nm)
     if not nmc.any():
         return np.zeros(classes.shape, dtype=np.uint32)
@@ -180,11 +178,11 @@ def label_particles(classes: np.ndarray, sem_image: np.ndarray | None, pixel_siz
     r_crack = max(int(round(crack_width_nm / 2.0 / px)), 1)
     closed = ndimage.binary_closing(np.pad(nmc, r_crack + 1), structure=disk(r_crack))
     closed = closed[r_crack + 1:-r_crack - 1, r_crack + 1:-r_crack - 1]
-    dark = (classes == VOID) | (classes == OUTSIDE)
+    dark = (classes == Class.VOID) | (classes == Class.OUTSIDE)
     solid = nmc | (closed & dark)
     # whole cracks: thin void pieces (vanishing under an opening with a disc 1.5 × crack_width_nm across)
     # whose rim is mostly NMC — also where a crack runs into a wider void at the particle surface
-    void = classes == VOID
+    void = classes == Class.VOID
     if void.any():
         r_open = max(int(round(0.75 * crack_width_nm / px)), 1)
         opened = ndimage.binary_opening(np.pad(void, r_open + 1), structure=disk(r_open))

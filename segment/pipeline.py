@@ -11,9 +11,11 @@ from typing import Callable
 
 import numpy as np
 
+from . import Class
 from .align import align_frames
-from .assign import Segmentation, segment_lamella, split_empty
+from .assign import Segmentation, segment_lamella
 from .lamella import Lamella
+from .outside import split_empty
 from .particles import label_particles
 from .register import Registration, contrast_image, register_stxm_to_sem
 from .spectra import egt2g_map, s_edge_map
@@ -310,11 +312,9 @@ def classify_with_model(classifier, od_stacks: dict, registrations: dict, sem, *
     unsupervised path (:func:`ceimap.segment.classifier.refine_boundaries`), and its interphase is re-drawn where the
     STXM chemistry measured it, as the unsupervised path draws it (:func:`ceimap.segment.classifier.place_interphase`:
     a band whose view through the probe reproduces the measured interphase fractions, in the pieces the
-    classifier found interphase in, surfaces beyond the STXM field at the measured median thickness). Macro F1
-    on the example lamellae, trained on the 4.25 V strokes (classifier map → + refinement → + interphase
-    placement): 0.917 → 0.947 → 0.973 within, 0.888 → 0.939 → 0.962 at 4.7 V, 0.960 → 0.990 → 0.990 charged
-    (0.00 % of it interphase); interphase F1 0.84 → 0.93 within, 0.83 → 0.91 at 4.7 V. Empty (void-class)
-    regions along the field border are outside the lamella (:func:`ceimap.segment.assign.split_empty`).
+    classifier found interphase in, surfaces beyond the STXM field at the measured median thickness; what each
+    step gains on the example lamellae is in ``benchmarks/README.md``). Empty (void-class) regions along the
+    field border are outside the lamella (:func:`ceimap.segment.outside.split_empty`).
 
     Returns
     -------
@@ -334,9 +334,8 @@ def classify_with_model(classifier, od_stacks: dict, registrations: dict, sem, *
     (:func:`ceimap.segment.tiles.classify_tiled`): the classifier's classes and entropy are the same, but the
     probability stack is not kept (``probabilities`` is None; ``details["tiled"]`` says so), which bounds the
     memory of an 8192² SEM; the boundary refinement is then done in tiles of :data:`REFINE_TILE_PX` with margins,
-    and the interphase is left where the classifier put it (the chemistry placement works on the whole SEM grid:
-    2.2 GB and 150 s CPU on the 4.25 V example upsampled 5× to 16 Mpx, 1.8 nm pixels;
-    ``details["interphase_placement"]`` says so).
+    and the interphase is left where the classifier put it (the chemistry placement works on the whole SEM grid,
+    whose probe kernels grow with the pixel count; ``details["interphase_placement"]`` says so).
     """
     from .classifier import place_interphase, refine_boundaries
     from .tiles import classify_tiled, is_large
@@ -368,12 +367,12 @@ def classify_with_model(classifier, od_stacks: dict, registrations: dict, sem, *
         old, new = predicted[iy, ix].astype(np.intp), classes[iy, ix].astype(np.intp)
         p_old, p_new = probabilities[old, iy, ix], probabilities[new, iy, ix]
         probabilities[old, iy, ix], probabilities[new, iy, ix] = p_new, p_old
-    outside = split_empty(classes == 4, float(sem.pixel_size_nm))
+    outside = split_empty(classes == Class.VOID, float(sem.pixel_size_nm))
     classes = classes.copy()
-    classes[outside] = 0
+    classes[outside] = Class.OUTSIDE
     if probabilities is not None:
-        probabilities[0] = np.where(outside, probabilities[4], 0.0)
-        probabilities[4] = np.where(outside, 0.0, probabilities[4])
+        probabilities[Class.OUTSIDE] = np.where(outside, probabilities[Class.VOID], 0.0)
+        probabilities[Class.VOID] = np.where(outside, 0.0, probabilities[Class.VOID])
     details = {"method": "supervised pixel classifier", "model": classifier.describe(), "entropy": entropy}
     details["boundary_refinement"] = refined
     details["interphase_placement"] = placement

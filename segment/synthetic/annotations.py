@@ -10,10 +10,12 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
+from .. import Class
+
 # class: (number of strokes in a 7 x 7 µm field, scaled with the field's area; safe distance from the class
 # boundary in nm; stroke length range in nm)
-STROKES = {1: (7, 60.0, (500.0, 1500.0)), 2: (5, 25.0, (300.0, 900.0)),
-           3: (7, 60.0, (500.0, 1500.0)), 4: (3, 40.0, (200.0, 700.0))}
+STROKES = {Class.NMC: (7, 60.0, (500.0, 1500.0)), Class.INTERPHASE: (5, 25.0, (300.0, 900.0)),
+           Class.ELECTROLYTE: (7, 60.0, (500.0, 1500.0)), Class.VOID: (3, 40.0, (200.0, 700.0))}
 
 
 def _walk(allowed: np.ndarray, start, length_px: float, rng: np.random.Generator) -> list:
@@ -61,7 +63,7 @@ def scribble_annotations(classes: np.ndarray, sem_pixel_nm: float, rng: np.rando
             continue
         dist = ndi.distance_transform_edt(region) * sem_pixel_nm
         allowed = dist >= margin_nm
-        if code == 2:   # follow the middle of the band: allow its inner part only
+        if code == Class.INTERPHASE:   # follow the middle of the band: allow its inner part only
             allowed = dist >= min(margin_nm, 0.6 * dist[region].max())
         ys, xs = np.nonzero(allowed)
         if ys.size == 0:

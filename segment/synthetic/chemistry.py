@@ -11,8 +11,9 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import erfc
 
+from .. import Class
 from .fields import smooth_random_field
-from .microstructure import INTERPHASE, NMC, Microstructure
+from .microstructure import Microstructure
 from .spec import LamellaSpec
 
 RATIO_RANGE = (0.7, 2.4)
@@ -53,8 +54,8 @@ def ratio_map(spec: LamellaSpec, ms: Microstructure, params: list[dict], rng: np
         depth = ms.depth_electrolyte_nm[box][own]
         red = par["reduction"] * erfc(depth / par["reduction_depth_nm"]) if par["reduction"] > 0 else 0.0
         ratio[box][own] = par["bulk"] + spec.intraparticle_ratio_sd * z[box][own] - red
-    inter = ms.classes == INTERPHASE
+    inter = ms.classes == Class.INTERPHASE
     ratio[inter] = spec.interphase_ratio + spec.interphase_ratio_sd * zi[inter]
-    nmc_or_int = (ms.classes == NMC) | inter
+    nmc_or_int = (ms.classes == Class.NMC) | inter
     ratio[nmc_or_int] = np.clip(ratio[nmc_or_int], *RATIO_RANGE)
     return ratio

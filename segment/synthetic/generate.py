@@ -7,11 +7,12 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 import pandas as pd
 
+from .. import Class
 from ..lamella import SemImage
 from ..stack import Stack
 from . import annotations as _annotations
 from . import chemistry, imaging, truth
-from .microstructure import ELECTROLYTE, INTERPHASE, NMC, make_microstructure
+from .microstructure import make_microstructure
 from .sem import render_sem
 from .spec import GENERATOR_VERSION, LamellaSpec, make_spec
 from .spectra_model import l3_amplitudes, ni_basis, s_basis
@@ -111,9 +112,9 @@ def make_lamella(condition_or_spec, seed: int | None = None, null: bool = False)
     ny, nx = (s - s % imaging.BLOCK for s in ms.classes.shape)
     cls = ms.classes[:ny, :nx]
     w = ms.thickness_100nm[:ny, :nx] * ms.material[:ny, :nx]
-    w_nmc = np.where(cls == NMC, w, 0).astype(np.float32)
-    w_int = np.where(cls == INTERPHASE, w, 0).astype(np.float32)
-    w_el = np.where(cls == ELECTROLYTE, w, 0).astype(np.float32)
+    w_nmc = np.where(cls == Class.NMC, w, 0).astype(np.float32)
+    w_int = np.where(cls == Class.INTERPHASE, w, 0).astype(np.float32)
+    w_el = np.where(cls == Class.ELECTROLYTE, w, 0).astype(np.float32)
     r = np.nan_to_num(ratio[:ny, :nx], nan=1.0)
     a_t, a_e = l3_amplitudes(r, model.ni_l3_peak_sum)
     ni_weight = w_nmc + spec.interphase_ni_fraction * w_int
@@ -163,7 +164,7 @@ def make_lamella(condition_or_spec, seed: int | None = None, null: bool = False)
     ptable = truth.particle_table(ms, spec, ratio, params, particles_sem, sem_shape)
     thick = truth.thickness_points(ms, spec, sem_shape)
     annotations = _annotations.scribble_annotations(classes_sem, spec.sem_pixel_nm, rng["annotations"])
-    has_interphase = bool((classes_sem == INTERPHASE).any())
+    has_interphase = bool((classes_sem == Class.INTERPHASE).any())
     info = {
         "name": spec.name or spec.condition,
         "condition": spec.condition,

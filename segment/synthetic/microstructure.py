@@ -26,10 +26,9 @@ from scipy import ndimage as ndi
 from scipy.fft import next_fast_len
 from scipy.spatial import ConvexHull
 
+from .. import Class
 from .fields import periodic_smooth_function, smooth_random_field
 from .spec import LamellaSpec
-
-OUTSIDE, NMC, INTERPHASE, ELECTROLYTE, VOID = 0, 1, 2, 3, 4
 
 
 @dataclass
@@ -380,8 +379,8 @@ def _contacts(classes, ids):
     other_id = (ndi.maximum_filter(ids, footprint=cross) != ids) | (ndi.minimum_filter(
         np.where(nmc, ids, np.iinfo(np.int32).max), footprint=cross) != ids)
     boundary |= nmc & other_id
-    el = classes == ELECTROLYTE
-    vo = classes == VOID
+    el = classes == Class.ELECTROLYTE
+    vo = classes == Class.VOID
     el4, vo4 = ndi.binary_dilation(el, cross), ndi.binary_dilation(vo, cross)
     el8, vo8 = ndi.binary_dilation(el, square), ndi.binary_dilation(vo, square)
     contact = np.zeros(classes.shape, np.uint8)
@@ -430,7 +429,7 @@ def _interphase(rng, spec, classes, ids, contact, records, px):
         dist, (iy, ix) = ndi.distance_transform_edt(~sub_boundary, return_indices=True)
         nearest_el = sub_el[iy, ix]
         t_near = tvals[iy, ix]
-        grow = nearest_el & (dist * px - 0.5 * px <= t_near) & (classes[box] == ELECTROLYTE)
+        grow = nearest_el & (dist * px - 0.5 * px <= t_near) & (classes[box] == Class.ELECTROLYTE)
         band[box] |= grow
     return band, thick
 
@@ -483,8 +482,8 @@ def make_microstructure(spec: LamellaSpec, rng: np.random.Generator) -> Microstr
         ys, xs = np.nonzero(own)
         records.append(ParticleRecord(new_id, (ys.mean() + sl[0].start, xs.mean() + sl[1].start), bbox=sl))
     ids = final
-    classes = np.where(lamella, ELECTROLYTE, OUTSIDE).astype(np.uint8)
-    classes[ids > 0] = NMC
+    classes = np.where(lamella, Class.ELECTROLYTE, Class.OUTSIDE).astype(np.uint8)
+    classes[ids > 0] = Class.NMC
     # cracks: in the largest particles visible in the field
     if spec.n_cracked > 0:
         areas = np.array([np.count_nonzero((ids[r.bbox] == r.particle_id) & field_mask[r.bbox]) for r in records])
@@ -495,13 +494,13 @@ def make_microstructure(spec: LamellaSpec, rng: np.random.Generator) -> Microstr
             if crack.sum() == 0:
                 continue
             ids[rec.bbox][crack] = 0
-            classes[rec.bbox][crack] = VOID
+            classes[rec.bbox][crack] = Class.VOID
             rec.cracked = True
     void = _voids(rng, spec, ids, lamella, records, px)
-    classes[void] = VOID
+    classes[void] = Class.VOID
     contact = _contacts(classes, ids)
     band, thick = _interphase(rng, spec, classes, ids, contact, records, px)
-    classes[band] = INTERPHASE
+    classes[band] = Class.INTERPHASE
     # depth below electrolyte-contact surfaces, per particle
     depth = np.full(shape, np.inf, np.float32)
     for rec in records:
@@ -517,9 +516,9 @@ def make_microstructure(spec: LamellaSpec, rng: np.random.Generator) -> Microstr
     density = 1.0 + 0.04 * smooth_random_field(rng, shape, px, 600.0)
     projected = np.clip(1.0 - spec.electrolyte_porosity * (1.0 + 0.9 * pores), 0.35, 1.0) * density
     material = np.zeros(shape, np.float32)
-    porous = (classes == ELECTROLYTE) | (classes == INTERPHASE)
+    porous = (classes == Class.ELECTROLYTE) | (classes == Class.INTERPHASE)
     material[porous] = projected[porous]
-    material[classes == NMC] = 1.0
+    material[classes == Class.NMC] = 1.0
     # lamella thickness: a gentle wedge plus slow undulation
     ang = rng.uniform(0, 2 * np.pi)
     yy, xx = np.mgrid[0:ny, 0:nx].astype(np.float32)

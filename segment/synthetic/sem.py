@@ -14,8 +14,9 @@ import numpy as np
 from scipy import ndimage as ndi
 from scipy.signal import lfilter
 
+from .. import Class
 from .fields import smooth_random_field
-from .microstructure import ELECTROLYTE, INTERPHASE, NMC, OUTSIDE, VOID, Microstructure
+from .microstructure import Microstructure
 from .spec import LamellaSpec
 
 
@@ -57,16 +58,16 @@ def render_sem(spec: LamellaSpec, ms: Microstructure, shape_yx: tuple[int, int],
         ramp = ((yy - rec.centre_yx[0]) * np.sin(a) + (xx - rec.centre_yx[1]) * np.cos(a)) * px / 3000.0
         level = rng.uniform(0.66, 0.80)
         img[box][own] = (level + 0.05 * ramp + 0.015 * shade[box])[own]
-    porous = (cls == ELECTROLYTE) | (cls == INTERPHASE)
+    porous = (cls == Class.ELECTROLYTE) | (cls == Class.INTERPHASE)
     pore = ms.pores > 1.0   # surface pores: the top ~16 % of the porosity field
-    base = np.where(cls == INTERPHASE, 0.41, 0.45).astype(np.float32)
+    base = np.where(cls == Class.INTERPHASE, 0.41, 0.45).astype(np.float32)
     el = base + 0.04 * texture + 0.02 * shade
     el = np.where(pore, 0.20 + 0.03 * texture, el)
     img[porous] = el[porous]
-    img[cls == VOID] = 0.08
-    img[cls == OUTSIDE] = 0.04
+    img[cls == Class.VOID] = 0.08
+    img[cls == Class.OUTSIDE] = 0.04
     # edge effect: bright rim on the solid side of solid/empty boundaries
-    solid = ((cls == NMC) | porous).astype(np.float32)
+    solid = ((cls == Class.NMC) | porous).astype(np.float32)
     empty_near = ndi.gaussian_filter(1.0 - solid, 12.0 / px)
     img += 0.25 * solid * empty_near
     # beam blur and sampling at SEM pixel centres
@@ -76,7 +77,7 @@ def render_sem(spec: LamellaSpec, ms: Microstructure, shape_yx: tuple[int, int],
     sem = ndi.map_coordinates(img, [rr, cc], order=1, mode="nearest")
     # curtaining: vertical stripes, stronger below dense NMC (milling from the top)
     ny, nx = shape_yx
-    nmc_sem = ndi.map_coordinates((cls == NMC).astype(np.float32), [rr, cc], order=0, mode="nearest")
+    nmc_sem = ndi.map_coordinates((cls == Class.NMC).astype(np.float32), [rr, cc], order=0, mode="nearest")
     alpha = np.exp(-spec.sem_pixel_nm / 1500.0)
     shadow = lfilter([1.0 - alpha], [1.0, -alpha], nmc_sem, axis=0)
     stripes = ndi.gaussian_filter(rng.standard_normal((ny, nx)), (400.0 / spec.sem_pixel_nm, 1.2))

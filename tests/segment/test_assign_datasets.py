@@ -22,7 +22,8 @@ import pytest
 from sklearn.metrics import f1_score
 
 from ceimap.segment.align import align_frames
-from ceimap.segment.assign import segment_lamella, tolerant_f1
+from ceimap.segment.assign import segment_lamella
+from ceimap.segment.interphase import tolerant_f1
 from ceimap.segment.io import read_lamella
 from ceimap.segment.particles import label_particles, match_particles
 from ceimap.segment.register import contrast_image, register_stxm_to_sem
