@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -92,10 +91,8 @@ def test_sem_whose_page_chain_loops_is_refused_at_once(reader):
     bad = BADFILES / "sem_page_loop.tif"
     if not bad.is_file():
         pytest.skip(f"{bad} not found (../shared/badfiles is absent)")
-    start = time.perf_counter()
     outcome = reader.read("sem", bad)
-    assert time.perf_counter() - start < F.READ_TIMEOUT_S  # not a hang (the time itself is not the test)
-    assert outcome.status == "refused", outcome
+    assert outcome.status == "refused", outcome  # a hang would be reported as status "hang"
     assert "loops back to page 0" in outcome.detail and str(bad) in outcome.detail
     assert outcome.messages == 0 and outcome.chars == 0  # nothing printed, warned or logged
 
